@@ -1,0 +1,48 @@
+"""`videollava` console entry point: one command, one subcommand per job.
+
+Run as:
+    videollava convert --from original --input DIR --output DIR
+    videollava chat --video clip.mp4 "What happens?"
+    videollava train --config training/configs/stage1.yaml
+    videollava eval --task msvd --model DIR --data DIR --output DIR
+
+Each subcommand lives in its own module exposing `add_parser(subparsers)` and `run(args) -> int`; modules are
+imported only when their subcommand runs, so `videollava --help` stays fast.
+"""
+
+import argparse
+import importlib
+import logging
+import sys
+
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "convert": ("modeling_videollava.convert", "convert a checkpoint between layouts (original, hf, languagebind)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="videollava", description="Video-LLaVA with LanguageBind towers.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        subparsers.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    head = parser.parse_args(argv[:1] if argv and argv[0] in SUBCOMMANDS else argv)
+    if head.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.DEBUG if head.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    module = importlib.import_module(SUBCOMMANDS[head.command][0])
+    sub = argparse.ArgumentParser(prog=f"videollava {head.command}", description=SUBCOMMANDS[head.command][1])
+    module.add_parser(sub)
+    return int(module.run(sub.parse_args(argv[1:])) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
