@@ -6,7 +6,7 @@ Run as:
     videollava train --config training/configs/stage1.yaml
     videollava eval --task msvd --model DIR --data DIR --output DIR
 
-Each subcommand lives in its own module exposing `add_parser(subparsers)` and `run(args) -> int`; modules are
+Each subcommand lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`; modules are
 imported only when their subcommand runs, so `videollava --help` stays fast.
 """
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if head.verbose else logging.INFO, format="%(levelname)s %(message)s")
     module = importlib.import_module(SUBCOMMANDS[head.command][0])
     sub = argparse.ArgumentParser(prog=f"videollava {head.command}", description=SUBCOMMANDS[head.command][1])
-    module.add_parser(sub)
+    module.add_arguments(sub)
     return int(module.run(sub.parse_args(argv[1:])) or 0)
 
 
