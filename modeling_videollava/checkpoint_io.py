@@ -73,7 +73,7 @@ def copy_tokenizer(src: Path, out: Path, config: VideoLlavaConfig, add_tokens: b
         return
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(src)
+    tokenizer = AutoTokenizer.from_pretrained(src, padding_side="left")
     if add_tokens:
         missing = [t for t in ("<image>", "<video>") if t not in tokenizer.get_vocab()]
         if missing:
@@ -86,5 +86,4 @@ def copy_tokenizer(src: Path, out: Path, config: VideoLlavaConfig, add_tokens: b
         raise ValueError(f"Tokenizer ids {found} disagree with the config's {ids} ({src}).")
     if len(tokenizer) > config.text_config.vocab_size:
         raise ValueError(f"Tokenizer has {len(tokenizer)} tokens but the model only {config.text_config.vocab_size}.")
-    tokenizer.padding_side = "left"
     tokenizer.save_pretrained(out)
