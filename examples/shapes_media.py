@@ -98,8 +98,22 @@ def save_png(frame: np.ndarray, path: Path) -> None:
     Image.fromarray(frame, "RGB").save(path, format="PNG", optimize=False)
 
 
-def save_mp4(frames: np.ndarray, path: Path, fps: int = FPS, crf: int = 12) -> None:
-    """Write RGB frames as an H.264 (yuv420p) MP4 with PyAV; deterministic for given frames."""
+def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range RGB -> planar yuv420p, stacked as (H * 3 / 2, W) as PyAV expects.
+
+    Done in numpy rather than by swscale, whose output was seen to vary between processes for the same input.
+    """
+    rgb = frame.astype(np.float64)
+    h, w = frame.shape[:2]
+    y = 16 + rgb @ np.array([65.481, 128.553, 24.966]) / 255
+    cb = 128 + rgb @ np.array([-37.797, -74.203, 112.0]) / 255
+    cr = 128 + rgb @ np.array([112.0, -93.786, -18.214]) / 255
+    sub = [c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)).reshape(h // 4, w) for c in (cb, cr)]
+    return np.clip(np.round(np.concatenate([y] + sub)), 0, 255).astype(np.uint8)
+
+
+def save_mp4(frames: np.ndarray, path: Path, fps: int = FPS) -> None:
+    """Write RGB frames (even height and width) as an H.264 yuv420p MP4 with PyAV; same frames -> same bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream("libx264", rate=fps)
@@ -107,9 +121,9 @@ def save_mp4(frames: np.ndarray, path: Path, fps: int = FPS, crf: int = 12) -> N
         stream.pix_fmt = "yuv420p"
         stream.time_base = Fraction(1, fps)
         stream.codec_context.thread_count = 1
-        stream.codec_context.options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "flags": "+bitexact"}
+        stream.codec_context.options = {"qp": "0", "preset": "veryfast", "threads": "1", "flags": "+bitexact"}
         for i, arr in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(arr), format="yuv420p")
             frame.pts = i
             for packet in stream.encode(frame):
                 container.mux(packet)

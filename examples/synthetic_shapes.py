@@ -46,7 +46,7 @@ VOCAB: tuple[str, ...] = tuple(
         set(COLOURS + SHAPES + DIRECTIONS + tuple(NUMBERS.values()))
         | set(
             "A a the Two Three shapes shape moves move stays stay still and turns is are shown then appears "
-            "disappears What colour it How many there Which way does Does Do change at start end appeared first last "
+            "disappears What colour it How many there Which way do does Does Do change at start end appeared first last "
             "Is yes no Describe image video . , : ?".split()
         )
     )
