@@ -65,7 +65,8 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         clean_up_tokenization_spaces=False,
         model_max_length=512,
     )
-    tok.add_special_tokens({"additional_special_tokens": list(ADDED_SPECIAL[:2]), "pad_token": ADDED_SPECIAL[2]})
+    tok.add_special_tokens({"additional_special_tokens": list(ADDED_SPECIAL[:2])})
+    tok.add_special_tokens({"pad_token": ADDED_SPECIAL[2]})
     return tok
 
 
