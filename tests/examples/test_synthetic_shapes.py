@@ -205,10 +205,14 @@ def test_captions_match_pixels(generated):
     root, _, data = generated
     for item in data["stage1"]:
         frames, text = load(root, item), item["conversations"][1]["value"]
-        present = {c for f in frames for c in colour_masks(f)}
-        assert present == {w for w in words(text) if w in PALETTE} - {w for w in words(text.split("turns")[-1])
-                                                                     if "turns" in text and w in PALETTE} | (
-            {words(text)[-2]} if "turns" in text else set())
+        per_frame = [colour_masks(f) for f in frames]
+        assert {w for w in words(text) if w in PALETTE} == {c for m in per_frame for c in m}, text
+        shapes = {shape_of(m) for masks in per_frame for m in masks.values()}
+        assert {w for w in words(text) if w in SHAPES} == shapes, text
+        if "moves" in text or "move " in text:
+            assert oracle(frames, "Which way does the shape move?") in words(text), text
+        elif "video" in item and "appears" not in text and "disappears" not in text:
+            assert oracle(frames, "Does the shape move?") == "no", text
 
 
 def test_tokenizer_layout():
