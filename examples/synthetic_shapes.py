@@ -34,7 +34,9 @@ COLOURS: tuple[str, ...] = tuple(PALETTE)
 SHAPES: tuple[str, ...] = ("square", "circle", "triangle")
 DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 NUMBERS: dict[int, str] = {1: "one", 2: "two", 3: "three"}
-KINDS: dict[str, float] = {"image": 0.25, "motion": 0.15, "change": 0.15, "appear": 0.15, "disappear": 0.15, "count": 0.15}
+KINDS: dict[str, float] = {
+    "image": 0.25, "motion": 0.2, "change": 0.15, "appear": 0.125, "disappear": 0.125, "count": 0.15
+}
 SPLITS: dict[str, int] = {"train": 0, "heldout": 1}
 # One held-out direction per (shape, colour): 12 of the 48 moving combinations, each direction 3 times.
 HELDOUT_COMBOS: frozenset[tuple[str, str, str]] = frozenset(
@@ -46,8 +48,8 @@ VOCAB: tuple[str, ...] = tuple(
         set(COLOURS + SHAPES + DIRECTIONS + tuple(NUMBERS.values()))
         | set(
             "A a the Two Three shapes shape moves move stays stay still and turns is are shown then appears "
-            "disappears What colour it How many there Which way do does Does Do change at start end appeared first last "
-            "Is yes no Describe image video . , : ?".split()
+            "disappears What colour it How many there Which way do does Does Do change at start end appeared "
+            "first last Is yes no Describe image video . , : ?".split()
         )
     )
 )
@@ -100,7 +102,8 @@ def _draw(rng: np.random.Generator, kind: str, T: int, size: int) -> tuple[Obj, 
     objs = [Obj(s, c, st, en) for s, c, (st, en) in zip(shapes, colours, paths)]
     if kind == "change":
         new = str(rng.choice([c for c in COLOURS if c != colours[0]]))
-        objs[0] = Obj(shapes[0], colours[0], *paths[0], new_colour=new, change_at=int(rng.integers(T // 4, 3 * T // 4 + 1)))
+        at = int(rng.integers(T // 4, 3 * T // 4 + 1))
+        objs[0] = Obj(shapes[0], colours[0], *paths[0], new_colour=new, change_at=at)
     elif kind == "appear":  # first shape visible from frame 0, the others appear one by one
         frames = [0] + sorted(rng.choice(np.arange(2, T - 1), size=n - 1, replace=False).tolist())
         objs = [Obj(o.shape, o.colour, o.start, o.end, appear=int(f)) for o, f in zip(objs, frames)]
@@ -167,21 +170,27 @@ def questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str, st
             qs += [(f"Which shape is {objs[b].colour}?", f"the {objs[b].shape}", S)]
         present = {(x.colour, x.shape) for x in objs}
         c, s = (o.colour, o.shape) if rng.random() < 0.5 else (str(rng.choice(COLOURS)), str(rng.choice(SHAPES)))
-        qs += [("How many shapes are there?", NUMBERS[n], S), (f"Is there a {c} {s}?", "yes" if (c, s) in present else "no", S)]
+        qs += [("How many shapes are there?", NUMBERS[n], S)]
+        qs += [(f"Is there a {c} {s}?", "yes" if (c, s) in present else "no", S)]
     elif scene.kind == "motion":
         qs += [("What colour is the shape?", o.colour, S), ("What shape is it?", o.shape, S)]
         qs += [("Which way does the shape move?", o.direction, Tm), ("Does the shape change colour?", "no", Tm)]
     elif scene.kind == "change":
         qs += [("What shape is it?", o.shape, S), ("Does the shape change colour?", "yes", Tm)]
-        qs += [("What colour is the shape at the start?", o.colour, Tm), ("What colour is the shape at the end?", o.new_colour, Tm)]
+        qs += [("What colour is the shape at the start?", o.colour, Tm)]
+        qs += [("What colour is the shape at the end?", str(o.new_colour), Tm)]
         qs += [("Does the shape move?", "no" if o.direction == "none" else "yes", Tm)]
     elif scene.kind == "appear":
-        qs += [("Which shape appeared first?", f"the {o.shape}", Tm), ("Which shape appeared last?", f"the {objs[-1].shape}", Tm)]
-        qs += [("How many shapes are there at the end?", NUMBERS[n], Tm), (f"What colour is the {o.shape}?", o.colour, S)]
+        qs += [("Which shape appeared first?", f"the {o.shape}", Tm)]
+        qs += [("Which shape appeared last?", f"the {objs[-1].shape}", Tm)]
+        qs += [("How many shapes are there at the end?", NUMBERS[n], Tm)]
+        qs += [(f"What colour is the {o.shape}?", o.colour, S)]
     elif scene.kind == "disappear":
         gone = next(b for b in objs if b.vanish is not None)
-        qs += [("Which shape disappears?", f"the {gone.shape}", Tm), ("How many shapes are there at the start?", NUMBERS[n], Tm)]
-        qs += [("How many shapes are there at the end?", NUMBERS[n - 1], Tm), (f"What colour is the {o.shape}?", o.colour, S)]
+        qs += [("Which shape disappears?", f"the {gone.shape}", Tm)]
+        qs += [("How many shapes are there at the start?", NUMBERS[n], Tm)]
+        qs += [("How many shapes are there at the end?", NUMBERS[n - 1], Tm)]
+        qs += [(f"What colour is the {o.shape}?", o.colour, S)]
     else:  # count
         moves = "no" if o.direction == "none" else "yes"
         if n == 1:
@@ -202,7 +211,9 @@ def _turns(token: str, pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
     return conv
 
 
-def build_sample(seed: int, split: str, index: int, out_dir: str | Path, num_frames: int = 8, size: int = 64) -> tuple[dict, dict, Scene]:
+def build_sample(
+    seed: int, split: str, index: int, out_dir: str | Path, num_frames: int = 8, size: int = 64
+) -> tuple[dict, dict, Scene]:
     """Draw, render and save sample `index` of `split`; returns its (caption item, QA item, scene)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split], index]))
     scene = sample_scene(rng, heldout=split == "heldout", num_frames=num_frames, size=size)
@@ -235,7 +246,8 @@ def generate(out_dir: str | Path, seed: int = 0, num_train: int = 2000, num_held
     """Write media plus stage1.json, stage2.json and heldout.json under `out_dir`; returns the three lists."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(seed, sp, i, str(out), num_frames, size) for sp, n in (("train", num_train), ("heldout", num_heldout)) for i in range(n)]
+    counts = (("train", num_train), ("heldout", num_heldout))
+    jobs = [(seed, split, i, str(out), num_frames, size) for split, n in counts for i in range(n)]
     if workers > 1:
         with Pool(workers) as pool:
             results = pool.map(_job, jobs, chunksize=32)
