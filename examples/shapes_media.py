@@ -2,7 +2,10 @@
 
 A scene is a list of `Obj`s; each object knows, per frame, where it is, whether it is visible and which colour it
 has. `render_frames` draws every frame with numpy masks (no anti-aliasing, so colours stay pure), `save_png` and
-`save_mp4` write them (PyAV, libx264, yuv420p, one encoder thread so output is reproducible).
+`save_mp4` write them (PyAV, libx264, yuv420p, lossless qp=0, one thread). Lossy x264 output was seen to vary from
+process to process for identical input; lossless coding makes the decoded pixels a pure function of the frames
+(and, at this size, the files smaller). Lossless 4:2:0 H.264 uses the High 4:4:4 Predictive profile: FFmpeg/PyAV
+decode it, some browsers do not.
 
 Run as:
     python examples/shapes_media.py OUT_DIR   # writes demo.png and demo.mp4 (a red square moving left)
