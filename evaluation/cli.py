@@ -116,7 +116,7 @@ def _generate_and_score(args: argparse.Namespace, task: Task) -> dict[str, Any] 
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "run_config.json", config)
     runner.run_generation(
-        samples, out, model, processor, settings, args.batch_size, rank=rank, world_size=world,
+        samples, out, model, processor, settings, args.batch_size, runner.generate_answers, rank, world,
         progress=not args.no_progress,
     )  # fmt: skip
     if state is not None:
