@@ -22,7 +22,7 @@ def exact_match_metrics(records: Iterable[Mapping]) -> dict[str, float]:
         ok = int(normalize_short_answer(str(rec["pred"])) == normalize_short_answer(str(rec["answer"])))
         hits["all"].append(ok)
         hits[str(rec.get("question_type") or "untyped")].append(ok)
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"accuracy": 0.0}
     for group, values in sorted(hits.items()):
         key = "accuracy" if group == "all" else f"accuracy_{group}"
         out[key] = sum(values) / len(values)
