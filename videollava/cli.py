@@ -18,6 +18,7 @@ import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("modeling_videollava.convert", "convert a checkpoint between layouts (original, hf, languagebind)"),
+    "eval": ("evaluation.cli", "generate, judge and score a benchmark; re-score predictions; render the report"),
 }
 
 
