@@ -143,7 +143,7 @@ class VideoLlavaProcessor(ProcessorMixin):
         The tokenizer is set to left padding (batched generation, USER_NEEDS a3); training collators pass
         `padding_side="right"` per call if they want it.
         """
-        tokenizer.padding_side = "left"
+        tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"
         if image_processor is None:
             size = config.image_config.image_size
             image_processor = VideoLlavaImageProcessor(size={"shortest_edge": size},
