@@ -1,6 +1,6 @@
 """Image preprocessing of Video-LLaVA's LanguageBind image tower (SPEC §7.2), without torchvision.
 
-`VideoLlavaImageProcessor` is transformers' PIL CLIP processor (shortest side -> 224 bicubic, center crop 224,
+`LanguageBindImageProcessor` is transformers' PIL CLIP processor (shortest side -> 224 bicubic, center crop 224,
 rescale, OpenAI-CLIP mean/std) plus two things the original data loader needs: conversion of any PIL mode to RGB
 and LLaVA's `expand2square` padding with the mean colour (122, 116, 104) used for fine-tuning and evaluation
 (`pad_to_square=True`). Uploaded as Hub custom code: imports only installed libraries.
@@ -15,7 +15,7 @@ from transformers.processing_utils import ImagesKwargs
 BACKGROUND = (255, 255, 255)
 
 
-class VideoLlavaImageProcessorKwargs(ImagesKwargs, total=False):
+class LanguageBindImageProcessorKwargs(ImagesKwargs, total=False):
     pad_to_square: bool
 
 
@@ -47,7 +47,7 @@ def expand_to_square(image: np.ndarray, fill: tuple[int, ...]) -> np.ndarray:
     return canvas
 
 
-class VideoLlavaImageProcessor(CLIPImageProcessorPil):
+class LanguageBindImageProcessor(CLIPImageProcessorPil):
     r"""
     CLIP image processor of the LanguageBind image tower, with robust RGB conversion and optional pad-to-square.
 
@@ -58,7 +58,7 @@ class VideoLlavaImageProcessor(CLIPImageProcessorPil):
         **kwargs: any `CLIPImageProcessorPil` argument (`size`, `crop_size`, `image_mean`, ...).
     """
 
-    valid_kwargs = VideoLlavaImageProcessorKwargs
+    valid_kwargs = LanguageBindImageProcessorKwargs
     model_input_names = ["pixel_values"]
     pad_to_square = False
 
@@ -76,4 +76,4 @@ class VideoLlavaImageProcessor(CLIPImageProcessorPil):
         return super()._preprocess(images, **kwargs)
 
 
-__all__ = ["VideoLlavaImageProcessor", "expand_to_square", "to_rgb"]
+__all__ = ["LanguageBindImageProcessor", "expand_to_square", "to_rgb"]

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
 
-from .image_processing_videollava import VideoLlavaImageProcessor
+from .image_processing_videollava import LanguageBindImageProcessor
 from .video_io import VideoClip, load_video
 from .video_processing_videollava import transform_video
 
@@ -93,7 +93,7 @@ class VideoLlavaProcessor(ProcessorMixin):
     `pixel_values_videos` `(N_vid, T, 3, H, W)`.
 
     Args:
-        image_processor (`VideoLlavaImageProcessor`): images, and crop size / mean / std for video frames.
+        image_processor (`LanguageBindImageProcessor`): images, and crop size / mean / std for video frames.
         tokenizer (`PreTrainedTokenizerBase`): must know `image_token` and `video_token`.
         chat_template (`str`, *optional*): defaults to the Vicuna-v1 template of SPEC §6.1.
         image_seq_length (`int`, defaults to 256): tokens per image.
@@ -112,7 +112,7 @@ class VideoLlavaProcessor(ProcessorMixin):
 
     def __init__(
         self,
-        image_processor: VideoLlavaImageProcessor | None = None,
+        image_processor: LanguageBindImageProcessor | None = None,
         tokenizer=None,
         chat_template: str | None = None,
         image_seq_length: int = 256,
@@ -136,7 +136,7 @@ class VideoLlavaProcessor(ProcessorMixin):
         super().__init__(image_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE)
 
     @classmethod
-    def from_config(cls, config, tokenizer, image_processor: VideoLlavaImageProcessor | None = None,
+    def from_config(cls, config, tokenizer, image_processor: LanguageBindImageProcessor | None = None,
                     **kwargs) -> "VideoLlavaProcessor":
         """Build from a `VideoLlavaConfig`: token counts, frame count and image size all come from the config.
 
@@ -146,7 +146,7 @@ class VideoLlavaProcessor(ProcessorMixin):
         tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"
         if image_processor is None:
             size = config.image_config.image_size
-            image_processor = VideoLlavaImageProcessor(size={"shortest_edge": size},
+            image_processor = LanguageBindImageProcessor(size={"shortest_edge": size},
                                                        crop_size={"height": size, "width": size})
         return cls(
             image_processor=image_processor,
@@ -160,7 +160,7 @@ class VideoLlavaProcessor(ProcessorMixin):
         )
 
     @property
-    def video_processor(self) -> VideoLlavaImageProcessor:
+    def video_processor(self) -> LanguageBindImageProcessor:
         # ProcessorMixin.__call__ routes `videos=` only when this attribute exists; frames use the image settings.
         return self.image_processor
 
@@ -268,9 +268,19 @@ class VideoLlavaProcessor(ProcessorMixin):
             ]
 
 
+def register_auto_classes() -> None:
+    """Mark the processor classes for `AutoProcessor` / `AutoImageProcessor`, so `save_pretrained` writes `auto_map`
+    and copies this module and its siblings next to the weights (idempotent)."""
+    VideoLlavaProcessor.register_for_auto_class("AutoProcessor")
+    LanguageBindImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+
 def build_processor(config, tokenizer, **kwargs) -> VideoLlavaProcessor:
-    """The processor matching a `VideoLlavaConfig` (token counts, frames and image size from the config)."""
+    """The processor matching a `VideoLlavaConfig` (token counts, frames and image size from the config), registered
+    for `AutoProcessor` so that `processor.save_pretrained(model_dir)` makes it loadable with `trust_remote_code`."""
+    register_auto_classes()
     return VideoLlavaProcessor.from_config(config, tokenizer, **kwargs)
 
 
-__all__ = ["CHAT_TEMPLATE", "DEFAULT_SYSTEM_PROMPT", "VideoLlavaProcessor", "build_processor", "flatten_videos"]
+__all__ = ["CHAT_TEMPLATE", "DEFAULT_SYSTEM_PROMPT", "VideoLlavaProcessor", "build_processor", "flatten_videos",
+           "register_auto_classes"]

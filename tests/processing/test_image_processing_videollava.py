@@ -1,4 +1,4 @@
-"""VideoLlavaImageProcessor equals transformers' CLIPImageProcessor, converts every PIL mode, pads like LLaVA."""
+"""LanguageBindImageProcessor equals transformers' CLIPImageProcessor, converts every PIL mode, pads like LLaVA."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from processing import VideoLlavaImageProcessor
+from processing import LanguageBindImageProcessor
 from processing.image_processing_videollava import to_rgb
 
 
@@ -19,7 +19,7 @@ def _image(height: int = 40, width: int = 60, seed: int = 0) -> Image.Image:
 
 @pytest.mark.parametrize("shape", [(40, 60), (61, 33), (28, 28), (224, 300)])
 def test_equals_clip_image_processor(shape):
-    ours = VideoLlavaImageProcessor(**SIZES)
+    ours = LanguageBindImageProcessor(**SIZES)
     reference = CLIPImageProcessor(**SIZES)
     image = _image(*shape)
     expected = reference(image, return_tensors="pt")["pixel_values"]
@@ -29,7 +29,7 @@ def test_equals_clip_image_processor(shape):
 
 
 def test_defaults_are_languagebind_224():
-    processor = VideoLlavaImageProcessor()
+    processor = LanguageBindImageProcessor()
     assert processor.size["shortest_edge"] == 224 and processor.crop_size["height"] == 224
     assert tuple(processor.image_mean) == (0.48145466, 0.4578275, 0.40821073)
     assert processor(_image(300, 400), return_tensors="pt")["pixel_values"].shape == (1, 3, 224, 224)
@@ -41,9 +41,9 @@ def test_pad_to_square_matches_expand2square():
     canvas = Image.new("RGB", (side, side), (122, 116, 104))  # LLaVA expand2square with the CLIP mean colour
     canvas.paste(image, (0, (side - 20) // 2))
     expected = CLIPImageProcessor(**SIZES)(canvas, return_tensors="pt")["pixel_values"]
-    processor = VideoLlavaImageProcessor(pad_to_square=True, **SIZES)
+    processor = LanguageBindImageProcessor(pad_to_square=True, **SIZES)
     torch.testing.assert_close(processor(image, return_tensors="pt")["pixel_values"], expected, rtol=0, atol=0)
-    per_call = VideoLlavaImageProcessor(**SIZES)(image, pad_to_square=True, return_tensors="pt")["pixel_values"]
+    per_call = LanguageBindImageProcessor(**SIZES)(image, pad_to_square=True, return_tensors="pt")["pixel_values"]
     torch.testing.assert_close(per_call, expected, rtol=0, atol=0)
 
 
@@ -60,7 +60,7 @@ def test_every_pil_mode_becomes_rgb():
         "F": rgb.convert("F"),
         "LA": rgb.convert("LA"),
     }
-    processor = VideoLlavaImageProcessor(**SIZES)
+    processor = LanguageBindImageProcessor(**SIZES)
     for mode, image in images.items():
         assert to_rgb(image).mode == "RGB", mode
         assert processor(image, return_tensors="pt")["pixel_values"].shape == (1, 3, 28, 28), mode
