@@ -143,6 +143,12 @@ class VideoLlavaProcessor(ProcessorMixin):
         The tokenizer is set to left padding (batched generation, USER_NEEDS a3); training collators pass
         `padding_side="right"` per call if they want it.
         """
+        tokens = tokenizer.convert_ids_to_tokens([config.image_token_index, config.video_token_index])
+        if None in tokens:
+            raise ValueError(
+                f"The tokenizer has no token for image_token_index={config.image_token_index} or video_token_index="
+                f"{config.video_token_index} (got {tokens}); add <image>/<video> and update the config."
+            )
         tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"
         if image_processor is None:
             size = config.image_config.image_size
@@ -154,8 +160,8 @@ class VideoLlavaProcessor(ProcessorMixin):
             image_seq_length=config.image_seq_length,
             frame_seq_length=config.frame_seq_length,
             num_frames=config.video_config.num_frames,
-            image_token=tokenizer.convert_ids_to_tokens(config.image_token_index),
-            video_token=tokenizer.convert_ids_to_tokens(config.video_token_index),
+            image_token=tokens[0],
+            video_token=tokens[1],
             **kwargs,
         )
 
