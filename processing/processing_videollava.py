@@ -52,7 +52,8 @@ CHAT_TEMPLATE = (
     "{{- 'ASSISTANT: ' -}}"
     "{%- generation -%}"
     "{%- if message['content'] is string -%}{{- message['content'] -}}"
-    "{%- else -%}{{- message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('\n') -}}"
+    "{%- else -%}"
+    "{{- message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('\n') -}}"
     "{%- endif -%}"
     "{{- '</s>' -}}"
     "{%- endgeneration -%}"
@@ -61,7 +62,13 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
 )
 
-_TOKEN_KEYS = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0, "mm_token_type_ids": 0, "offset_mapping": (0, 0)}
+_TOKEN_KEYS = {
+    "input_ids": None,
+    "attention_mask": 0,
+    "token_type_ids": 0,
+    "mm_token_type_ids": 0,
+    "offset_mapping": (0, 0),
+}
 
 
 def _is_frame(item: Any) -> bool:
