@@ -17,6 +17,7 @@ import sys
 
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "chat": ("videollava.chat", "ask a model about images and videos: one answer, or an interactive session"),
     "convert": ("modeling_videollava.convert", "convert a checkpoint between layouts (original, hf, languagebind)"),
     "eval": ("evaluation.cli", "generate, judge and score a benchmark; re-score predictions; render the report"),
 }
@@ -34,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    head = parser.parse_args(argv[:1] if argv and argv[0] in SUBCOMMANDS else argv)
+    # Global flags (-v) come before the subcommand; everything after it belongs to the subcommand.
+    split = next((i + 1 for i, arg in enumerate(argv) if arg in SUBCOMMANDS), len(argv))
+    head = parser.parse_args(argv[:split])
     if head.command is None:
         parser.print_help()
         return 2
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(SUBCOMMANDS[head.command][0])
     sub = argparse.ArgumentParser(prog=f"videollava {head.command}", description=SUBCOMMANDS[head.command][1])
     module.add_arguments(sub)
-    return int(module.run(sub.parse_args(argv[1:])) or 0)
+    return int(module.run(sub.parse_args(argv[split:])) or 0)
 
 
 if __name__ == "__main__":
