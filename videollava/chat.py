@@ -189,7 +189,12 @@ def load_media(processor, images: list[str], videos: list[str], num_frames: int 
     for source in videos:
         path = resolve_sample(source)
         try:
-            clip = processor.load_video(path, num_frames=num_frames)
+            if hasattr(processor, "load_video"):  # ours: LanguageBind's frame sampling, returns a `VideoClip`
+                clip = processor.load_video(path, num_frames=num_frames)
+            else:  # other processors take decoded frames
+                from transformers.video_utils import load_video
+
+                clip = load_video(path, num_frames=num_frames or 8)[0]
         except Exception as exc:  # noqa: BLE001 - VideoDecodeError, or anything PyAV raises
             raise ChatError(f"cannot read video {source}: {getattr(exc, 'reason', _first_line(exc))}") from exc
         media.append(Medium("video", source, clip))
