@@ -105,3 +105,13 @@ def test_eager_matches_sdpa_for_the_whole_model():
         eager = model(**batch).logits
     mask = batch["attention_mask"].bool()
     torch.testing.assert_close(eager[mask], sdpa[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_no_split_modules_are_all_findable_for_fsdp_auto_wrap():
+    from accelerate.utils import get_module_class_from_name
+
+    model = VideoLlavaForConditionalGeneration(tiny_config())
+    assert set(model._no_split_modules) == {"LanguageBindEncoderLayer", "LanguageBindVisionEmbeddings",
+                                            "LlamaDecoderLayer"}
+    for name in model._no_split_modules:
+        assert get_module_class_from_name(model, name) is not None, name
