@@ -108,7 +108,7 @@ def test_eager_matches_sdpa_for_the_whole_model():
 
 
 def test_no_split_modules_are_all_findable_for_fsdp_auto_wrap():
-    from accelerate.utils import get_module_class_from_name
+    from accelerate.utils.dataclasses import get_module_class_from_name
 
     model = VideoLlavaForConditionalGeneration(tiny_config())
     assert set(model._no_split_modules) == {"LanguageBindEncoderLayer", "LanguageBindVisionEmbeddings",
