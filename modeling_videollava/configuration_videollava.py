@@ -14,6 +14,12 @@ from transformers.configuration_utils import SubConfigSpec
 
 
 FeatureSelect = Literal["patch", "cls_patch"]
+# Written into every saved config.json so the folder loads with `trust_remote_code=True` through any of these.
+AUTO_MAP = {
+    "AutoConfig": "configuration_videollava.VideoLlavaConfig",
+    "AutoModel": "modeling_videollava.VideoLlavaModel",
+    "AutoModelForImageTextToText": "modeling_videollava.VideoLlavaForConditionalGeneration",
+}
 
 
 class LanguageBindVisionConfig(CLIPVisionConfig):
@@ -71,6 +77,7 @@ class VideoLlavaConfig(PreTrainedConfig):
     """
 
     model_type = "videollava_languagebind"
+    _auto_class = "AutoConfig"
     attribute_map = {"image_token_id": "image_token_index", "video_token_id": "video_token_index"}
     sub_configs_defaults = {
         "image_config": SubConfigSpec(config_class=LanguageBindVisionConfig, init_kwargs={"num_frames": 1}),
@@ -103,6 +110,7 @@ class VideoLlavaConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
         if self.image_config.hidden_size != self.video_config.hidden_size:
             raise ValueError(
                 "The shared projector needs towers of one width: image_config.hidden_size="

@@ -1,0 +1,67 @@
+"""A saved folder is Hub custom code: it loads in a fresh process where our package is not importable."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+from modeling_videollava import VideoLlavaForConditionalGeneration
+from tests.modeling_videollava.helpers import mixed_batch
+from tests.tiny import tiny_config
+
+
+FRESH = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+
+    class HideOurPackages(importlib.abc.MetaPathFinder):  # as on a user's machine without our package installed
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {"modeling_videollava", "processing", "training", "videollava", "evaluation"}:
+                raise ImportError(f"{name} is hidden")
+
+
+    sys.meta_path.insert(0, HideOurPackages())
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+    try:
+        import modeling_videollava
+        sys.exit("our package must not be importable here")
+    except ImportError:
+        pass
+    path, batch_path = sys.argv[1], sys.argv[2]
+    config = AutoConfig.from_pretrained(path, trust_remote_code=True)
+    model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=True, device_map="auto").eval()
+    backbone = AutoModel.from_pretrained(path, trust_remote_code=True)
+    batch = torch.load(batch_path)
+    out = model.generate(**batch, max_new_tokens=4, do_sample=False)
+    print(json.dumps({"module": type(model).__module__, "config": type(config).__name__,
+                      "backbone": type(backbone).__name__, "tokens": out.tolist(),
+                      "temporal": config.video_config.add_time_attn}))
+    """
+)
+
+
+def test_saved_folder_loads_with_trust_remote_code_in_a_fresh_process(tmp_path):
+    model = VideoLlavaForConditionalGeneration(tiny_config()).eval()
+    model.save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForImageTextToText"}
+    batch = mixed_batch(model.config)
+    torch.save(batch, tmp_path / "batch.pt")
+    with torch.no_grad():
+        expected = model.generate(**batch, max_new_tokens=4, do_sample=False).tolist()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1",
+                                                                          "HF_HOME": str(tmp_path / "hf_home")}
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH, str(tmp_path / "model"), str(tmp_path / "batch.pt")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["module"].startswith("transformers_modules.")
+    assert (loaded["config"], loaded["backbone"], loaded["temporal"]) == ("VideoLlavaConfig", "VideoLlavaModel", True)
+    assert loaded["tokens"] == expected
