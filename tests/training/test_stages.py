@@ -80,13 +80,13 @@ def test_yaml_presets_parse():
     presets = sorted(glob.glob("training/configs/*.yaml"))
     assert {p.split("/")[-1] for p in presets} >= {"stage1.yaml", "stage2_full.yaml", "stage2_lora.yaml", "tiny_cpu.yaml"}
     for path in presets:
-        data, model, stage, training = parse_args(["--config", path, "--output_dir", "/tmp/x"])
+        data, model, stage, export, training = parse_args(["--config", path, "--output_dir", "/tmp/x", "--bf16", "false"])
         assert training.remove_unused_columns is False
-    _, _, stage, training = parse_args(["--config", "training/configs/stage1.yaml", "--output_dir", "/tmp/x"])
+    _, _, stage, _, training = parse_args(["--config", "training/configs/stage1.yaml", "--output_dir", "/tmp/x", "--bf16", "false"])
     assert stage.modes() == {"image_tower": "frozen", "video_tower": "frozen", "projector": "full",
                              "language_model": "frozen"}
     assert training.learning_rate == 1e-3 and training.lr_scheduler_type == "cosine"
-    _, _, stage, _ = parse_args(["--config", "training/configs/stage2_lora.yaml", "--output_dir", "/tmp/x"])
+    _, _, stage, _, _ = parse_args(["--config", "training/configs/stage2_lora.yaml", "--output_dir", "/tmp/x", "--bf16", "false"])
     assert stage.train_language_model == "lora"
     with pytest.raises(SystemExit):
         parse_args(["--config", "training/configs/stage1.yaml", "--train_image_tower", "bogus"])
