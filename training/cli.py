@@ -162,7 +162,7 @@ def train(
             "global batch": training.per_device_train_batch_size * training.world_size
             * training.gradient_accumulation_steps,
             "epochs": training.num_train_epochs, "steps": trainer.state.global_step,
-            "scheduler": training.lr_scheduler_type, "warmup_ratio": training.warmup_ratio,
+            "scheduler": training.lr_scheduler_type, "warmup": training.warmup_steps,
             "final train loss": round(result.training_loss, 4),
             **({"lora r / alpha": f"{stage.lora_r} / {stage.lora_alpha}"} if peft_config else {}),
         },

@@ -14,6 +14,7 @@ import av
 import numpy as np
 import torch
 from PIL import Image
+from transformers import ProcessorMixin
 
 from tests.tiny import tiny_config, tiny_tokenizer
 
@@ -75,7 +76,7 @@ def write_llava_json(root: str, n: int = 4) -> str:
     return path
 
 
-class FakeProcessor:
+class FakeProcessor(ProcessorMixin):  # isinstance only: TRL checks the type
     def __init__(self, config=None) -> None:
         self.config = config or tiny_config()
         self.tokenizer = tiny_tokenizer()
@@ -114,3 +115,6 @@ class FakeProcessor:
         if videos:
             out["pixel_values_videos"] = torch.stack(videos)
         return out
+
+    def save_pretrained(self, folder: str, **kwargs) -> None:
+        self.tokenizer.save_pretrained(folder)
