@@ -1,0 +1,64 @@
+"""The whole loop on the tiny random model over synthetic videos: CLI generate -> predictions -> metrics -> report,
+and the lmms-eval adapter on the same model. The processor is the test-only `TinyTestProcessor` (see its docstring).
+"""
+
+import json
+
+import torch
+from PIL import Image
+
+from evaluation import runner
+from evaluation.lmms_eval_adapter import VideoLlavaLB
+from evaluation.tasks import load_shapes
+from modeling_videollava.modeling_videollava import VideoLlavaForConditionalGeneration
+from tests.evaluation.test_lmms_eval_adapter import FakeInstance
+from tests.evaluation.tiny_processor import TinyTestProcessor, write_video
+from tests.tiny import tiny_config
+from videollava.cli import main
+
+
+def _tiny():
+    config = tiny_config()
+    return VideoLlavaForConditionalGeneration(config).eval(), TinyTestProcessor(config)
+
+
+def test_cli_loop_on_tiny_model(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "shapes"
+    data.mkdir()
+    items = []
+    for i in range(3):
+        write_video(data / f"clip{i}.mp4")
+        items.append({"id": f"q{i}", "video": f"clip{i}.mp4", "question_type": "temporal" if i else "static",
+                      "conversations": [{"from": "human", "value": "<video>\nwhat is moving ?"},
+                                        {"from": "gpt", "value": "square"}]})  # fmt: skip
+    (data / "shapes.json").write_text(json.dumps(items))
+    model, processor = _tiny()
+    monkeypatch.setattr(runner, "load_model_and_processor", lambda *a, **k: (model, processor))
+    out = tmp_path / "out"
+    argv = ["eval", "--task", "shapes", "--model", "tiny", "--data", str(data), "--output", str(out),
+            "--batch-size", "2", "--max-new-tokens", "4", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["metrics"]["count"] == 3 and set(result["metrics"]) >= {"accuracy_static", "accuracy_temporal"}
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in preds] == ["q0", "q1", "q2"] and all(isinstance(p["pred"], str) for p in preds)
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["dtype"] == "float32" and config["num_frames"] == 2
+    assert config["prompt"]["example"] == "USER: <video>\nwhat is moving ? ASSISTANT:"
+
+    # Greedy decoding is deterministic, and batching does not change the answer (left padding).
+    one = runner.generate_answers(model, processor, load_shapes(data)[:1], runner.GenerationSettings(4))
+    assert one[0] == preds[0]["pred"]
+
+
+def test_lmms_adapter_on_tiny_model(tmp_path):
+    model, processor = _tiny()
+    write_video(tmp_path / "a.mp4")
+    adapter = VideoLlavaLB(model=model, processor=processor, batch_size=2)
+    adapter.task_dict = {"t": {"test": [{"v": [str(tmp_path / "a.mp4")]}, {"v": [Image.new("RGB", (20, 20))]}]}}
+    kwargs = {"max_new_tokens": 3, "temperature": 0, "until": []}
+    reqs = [FakeInstance("generate_until", ("<video>\nwhat is moving ?", kwargs, lambda d: d["v"], i, "t", "test"))
+            for i in range(2)]  # fmt: skip
+    out = adapter.generate_until(reqs)
+    assert len(out) == 2 and all(isinstance(o, str) for o in out)
+    assert torch.is_grad_enabled()  # inference_mode is scoped to generate
