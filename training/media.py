@@ -84,6 +84,7 @@ def load_video(source: Any, num_frames: int) -> np.ndarray:
         processor_load_video = _pyav_load_video
     try:
         frames = processor_load_video(source, num_frames)
+        frames = getattr(frames, "frames", frames)  # processing.VideoClip -> (T, H, W, 3)
     except MediaError:
         raise
     except Exception as err:  # noqa: BLE001 -- decoders raise anything from OSError to av.error.*

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from tests.training.fakes import FakeProcessor, write_llava_json
+from tests.tiny import tiny_config
+from tests.training.fakes import real_processor, write_llava_json
 from training.collator import IGNORE_INDEX, VideoLlavaCollator, build_labels
 from training.data import DataSource, load_training_data
 from training.media import MediaError, SkipLedger, read_skip_log
@@ -23,7 +24,7 @@ def test_build_labels_unit():
 
 
 def test_multiturn_image_video_masks_token_by_token(rows):
-    processor = FakeProcessor()
+    processor = real_processor()
     tok = processor.tokenizer
     collator = VideoLlavaCollator(processor, num_frames=2)
     batch = collator([rows[2]])  # video + image, two turns
@@ -43,13 +44,13 @@ def test_multiturn_image_video_masks_token_by_token(rows):
             assert lab == ids[i]
     assert tok.decode(ids[labels != IGNORE_INDEX]) == "blue . </s> a square . </s>"
     n_media = int(((ids == processor.image_token_id) | (ids == processor.video_token_id)).sum())
-    assert n_media == processor.config.image_seq_length + processor.config.video_seq_length
+    assert n_media == tiny_config().image_seq_length + tiny_config().video_seq_length
     assert batch["pixel_values"].shape == (1, 3, 28, 28)
     assert batch["pixel_values_videos"].shape == (1, 2, 3, 28, 28)
 
 
 def test_mixed_batch_shapes_and_padding(rows):
-    collator = VideoLlavaCollator(FakeProcessor(), num_frames=2)
+    collator = VideoLlavaCollator(real_processor(), num_frames=2)
     batch = collator([rows[i] for i in range(4)])
     assert batch["pixel_values"].shape[0] == 2 and batch["pixel_values_videos"].shape[0] == 2
     pad = batch["attention_mask"] == 0
@@ -59,12 +60,12 @@ def test_mixed_batch_shapes_and_padding(rows):
 def test_missing_media_skipped_counted_and_strict(rows, tmp_path):
     bad = dict(rows[1]) | {"videos": [str(tmp_path / "videos/nope.mp4")]}
     ledger = SkipLedger(str(tmp_path / "out"), max_skipped_fraction=1.0)
-    collator = VideoLlavaCollator(FakeProcessor(), num_frames=2, ledger=ledger)
+    collator = VideoLlavaCollator(real_processor(), num_frames=2, ledger=ledger)
     batch = collator([rows[0], bad])
     assert batch["input_ids"].shape[0] == 2 and "pixel_values_videos" not in batch  # replaced by rows[0]
     assert ledger.skipped["media"] == 1
     assert read_skip_log(str(tmp_path / "out"))[0]["id"] == "s1"
-    strict = VideoLlavaCollator(FakeProcessor(), num_frames=2, strict=True)
+    strict = VideoLlavaCollator(real_processor(), num_frames=2, strict=True)
     with pytest.raises(MediaError, match="sample s1 .*nope.mp4"):
         strict([rows[0], bad])
 
@@ -73,13 +74,13 @@ def test_corrupt_video_and_threshold(rows, tmp_path):
     broken = tmp_path / "videos/broken.mp4"
     broken.write_bytes(b"not a video")
     bad = dict(rows[1]) | {"videos": [str(broken)]}
-    collator = VideoLlavaCollator(FakeProcessor(), num_frames=2, ledger=SkipLedger(None, 0.2, min_seen=2))
+    collator = VideoLlavaCollator(real_processor(), num_frames=2, ledger=SkipLedger(None, 0.2, min_seen=2))
     with pytest.raises(MediaError, match="max_skipped_fraction"):
         collator([rows[0], bad, bad])
 
 
 def test_truncation_reported_never_silent(rows, tmp_path):
-    processor = FakeProcessor()
+    processor = real_processor()
     full = VideoLlavaCollator(processor, num_frames=2).encode(rows[0])
     answer_start = int((full["labels"] != IGNORE_INDEX).nonzero()[0])
     ledger = SkipLedger(None, max_skipped_fraction=1.0)
@@ -98,6 +99,6 @@ def test_truncation_reported_never_silent(rows, tmp_path):
 
 def test_all_skipped_batch_raises(rows, tmp_path):
     bad = dict(rows[0]) | {"images": [str(tmp_path / "nope.png")]}
-    collator = VideoLlavaCollator(FakeProcessor(), num_frames=2, ledger=SkipLedger(None, 1.0))
+    collator = VideoLlavaCollator(real_processor(), num_frames=2, ledger=SkipLedger(None, 1.0))
     with pytest.raises(MediaError, match="every sample"):
         collator([bad])

@@ -85,7 +85,7 @@ def test_yaml_presets_parse():
     _, _, stage, _, training = parse_args(["--config", "training/configs/stage1.yaml", "--output_dir", "/tmp/x", "--bf16", "false"])
     assert stage.modes() == {"image_tower": "frozen", "video_tower": "frozen", "projector": "full",
                              "language_model": "frozen"}
-    assert training.learning_rate == 1e-3 and training.lr_scheduler_type == "cosine"
+    assert training.learning_rate == 1e-3 and training.lr_scheduler_type == "cosine" and training.warmup_steps == 0.03
     _, _, stage, _, _ = parse_args(["--config", "training/configs/stage2_lora.yaml", "--output_dir", "/tmp/x", "--bf16", "false"])
     assert stage.train_language_model == "lora"
     with pytest.raises(SystemExit):

@@ -9,7 +9,7 @@ import torch
 
 from modeling_videollava import VideoLlavaForConditionalGeneration
 from tests.tiny import tiny_config
-from tests.training.fakes import FakeProcessor, write_llava_json
+from tests.training.fakes import real_processor, write_llava_json
 from training.arguments import parse_args
 from training.cli import train
 
@@ -28,7 +28,7 @@ def _run(data_dir, out, *extra, model=None):
             "--image_folder", f"{data_dir}/images", "--video_folder", f"{data_dir}/videos",
             "--output_dir", str(out), "--disable_tqdm", "true", "--save_strategy", "no", *extra]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    result = train(*parse_args(argv), model=model, processor=FakeProcessor(model.config))
+    result = train(*parse_args(argv), model=model, processor=real_processor(model.config))
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
     return model, result, changed
 
