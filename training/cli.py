@@ -192,20 +192,20 @@ def train(
 # CLI
 ################
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="preset YAML, e.g. training/configs/stage1.yaml")
-    parser.add_argument("overrides", nargs=argparse.REMAINDER,
-                        help="any --flag value of the preset / SFTConfig / stage / data / model arguments")
+    """Hand every token to `TrlParser` (`--config PRESET.yaml` + any dataclass flag; `--help` lists them all)."""
+    parser.add_argument("argv", nargs=argparse.REMAINDER,
+                        help="--config PRESET.yaml and any --flag value of the stage / data / model / SFTConfig args")
+    parser.prefix_chars = "\x00"  # treat `--flags` as plain tokens so they all reach TrlParser unchanged
 
 
 def run(args: argparse.Namespace) -> int:
-    argv = (["--config", args.config] if args.config else []) + list(args.overrides or [])
-    return main(argv)
+    return main(list(args.argv))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments (`--config` + overrides) and train; returns an exit code."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("training").setLevel(logging.INFO)
     data_args, model_args, stage, export, training = parse_args(argv)
     train(data_args, model_args, stage, export, training)
     return 0

@@ -34,10 +34,17 @@ def load_model(path: str, dtype: str = "auto", attn_implementation: str | None =
 
 
 def load_processor(path: str, trust_remote_code: bool = True):
-    """The processor saved next to the weights (`AutoProcessor`, Hub custom code allowed)."""
-    from transformers import AutoProcessor
+    """The processor saved next to the weights: our installed class when available, else Hub custom code."""
+    try:
+        from processing import VideoLlavaProcessor, register_auto_classes
 
-    return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        register_auto_classes()  # so a later save_pretrained writes auto_map + the processor code
+        # the saved image processor is registered as Hub code; with our package installed it is our own class
+        return VideoLlavaProcessor.from_pretrained(path, trust_remote_code=True)
+    except ImportError:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
 def save_folder(model, processor, folder: str, card_kwargs: dict[str, Any] | None = None) -> str:
