@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+from tests.fresh_process import run_fresh
 from tests.training.fakes import save_tiny_model, write_llava_json
 
 
@@ -102,14 +103,7 @@ def test_two_process_cpu_ddp_trains_and_saves(setup, tmp_path):
 
 FRESH = textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    class Hide(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"modeling_videollava", "processing", "training", "videollava", "evaluation", "tests"}:
-                raise ImportError(name)
-
-    sys.meta_path.insert(0, Hide())
+    import json, sys
     import numpy as np
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -134,8 +128,7 @@ def test_exported_folder_loads_in_fresh_process_and_generates(setup, tmp_path):
     out = tmp_path / "export"
     main(_argv(setup, out, "--max_steps", "1", "--save_strategy", "no"))
     env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"} | {"HF_HOME": str(tmp_path / "hf")}
-    result = subprocess.run([sys.executable, "-c", FRESH, str(out)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = run_fresh(FRESH, out, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["module"].startswith("transformers_modules.") and loaded["new"] == 3
