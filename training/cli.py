@@ -146,7 +146,11 @@ def train(
     )
     if peft_config is not None:
         trainable = log_trainable(trainer.model)
+    plugin = trainer.accelerator.state.deepspeed_plugin
+    if plugin is not None and plugin.zero_stage == 3:  # ranks must touch the same parameters (USER_NEEDS a10)
+        model.config.run_unused_towers = True
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(training))
+    model.config.run_unused_towers = False
 
     ################
     # Save / export
