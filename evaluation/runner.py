@@ -87,7 +87,7 @@ def generate_answers(model: Any, processor: Any, batch: Sequence[Sample], settin
         tokenize=True,
         return_dict=True,
         return_tensors="pt",
-        padding=True,
+        processor_kwargs={"padding": True, "padding_side": "left"},
     )
     dtype = next(model.parameters()).dtype
     inputs = {k: (v.to(model.device, dtype) if v.is_floating_point() else v.to(model.device)) for k, v in inputs.items()}

@@ -74,6 +74,9 @@ class VideoLlavaConfig(PreTrainedConfig):
             per video (current Video-LLaVA code and the `-hf` port); `"patch"` is the Nov-2023 8 x 256 layout (SPEC §2.4).
         projector_hidden_act (`str`, defaults to `"gelu"`): activation between the projector's two linears.
         multimodal_projector_bias (`bool`, defaults to `True`).
+        run_unused_towers (`bool`, defaults to `False`): in training, run a tower that has no input in the batch
+            on one blank input and add its output times zero, so every rank touches the same parameters. DeepSpeed
+            ZeRO-3 hangs without it when one rank's batch has a video and another's has none.
     """
 
     model_type = "videollava_languagebind"
@@ -106,6 +109,7 @@ class VideoLlavaConfig(PreTrainedConfig):
     video_feature_select: FeatureSelect = "cls_patch"
     projector_hidden_act: str = "gelu"
     multimodal_projector_bias: bool = True
+    run_unused_towers: bool = False
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):

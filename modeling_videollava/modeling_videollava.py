@@ -164,6 +164,17 @@ class VideoLlavaModel(VideoLlavaPreTrainedModel):
         features = features.to(inputs_embeds.device, inputs_embeds.dtype).flatten(0, 1)  # (N*L, D)
         return inputs_embeds.masked_scatter(mask.unsqueeze(-1).to(inputs_embeds.device), features)
 
+    def _unused_towers_output(self, has_images: bool, has_videos: bool, like: torch.Tensor) -> torch.Tensor:
+        """Zero with a gradient path through the towers this batch did not use (see `config.run_unused_towers`)."""
+        size = self.config.image_config.image_size
+        total = like.new_zeros(())
+        if not has_images:
+            total = total + self.get_image_features(like.new_zeros(1, 3, size, size)).sum()
+        if not has_videos:
+            frames = self.config.video_config.num_frames
+            total = total + self.get_video_features(like.new_zeros(1, frames, 3, size, size)).sum()
+        return total * 0.0
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -192,6 +203,8 @@ class VideoLlavaModel(VideoLlavaPreTrainedModel):
         video_features = self.get_video_features(pixel_values_videos) if has_videos else None
         inputs_embeds = self._merge(input_ids, inputs_embeds, image_features, self.config.image_token_id, "image")
         inputs_embeds = self._merge(input_ids, inputs_embeds, video_features, self.config.video_token_id, "video")
+        if self.training and self.config.run_unused_towers and not (has_images and has_videos):
+            inputs_embeds = inputs_embeds + self._unused_towers_output(has_images, has_videos, inputs_embeds)
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,

@@ -135,6 +135,11 @@ class _FrameTable:
     time_base: float
     start: int
 
+    @property
+    def frame_step(self) -> int:
+        """Typical pts distance between consecutive frames."""
+        return int(np.median(np.diff(self.pts))) if len(self.pts) > 1 else 1
+
 
 def _open(source: Any):
     import av
@@ -182,21 +187,35 @@ def _to_rgb(frame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(array, k=turns)) if turns else array
 
 
+# Frames before a target decoded with `skip_frame="NONREF"` (non-reference frames are not decoded). The margin covers
+# the decoder's reorder and threading delay, so the target itself is always fully decoded; if it was not, the pts
+# check below fails and the caller falls back to a counted decode.
+SKIP_MARGIN_FRAMES = 16
+
+
 def _decode_seeking(container, stream, table: _FrameTable, wanted: np.ndarray) -> dict[int, np.ndarray] | None:
     """Decode only the GOPs holding `wanted` pts (sorted, unique); None when the decoder disagrees with the table."""
     found: dict[int, np.ndarray] = {}
     frames = None
     last = None  # pts of the last decoded frame
+    codec = stream.codec_context
+    if codec is None:
+        return None
+    margin = SKIP_MARGIN_FRAMES * table.frame_step
     for target in wanted:
         key = table.keyframes[np.searchsorted(table.keyframes, target, side="right") - 1]
         if frames is None or last is None or key > last:
             container.seek(int(key), backward=True, any_frame=False, stream=stream)
             frames = container.decode(stream)
             last = None
+        # Fast-forward without decoding frames nothing refers to; decode everything again near the target.
+        codec.skip_frame = "NONREF" if target - (key if last is None else last) > margin else "DEFAULT"
         for frame in frames:
             if frame.pts is None:
                 return None
             last = frame.pts
+            if target - last <= margin:
+                codec.skip_frame = "DEFAULT"
             if frame.pts >= target:
                 break
         else:

@@ -1,5 +1,5 @@
 """The whole loop on the tiny random model over synthetic videos: CLI generate -> predictions -> metrics -> report,
-and the lmms-eval adapter on the same model. The processor is the test-only `TinyTestProcessor` (see its docstring).
+and the lmms-eval adapter on the same model, with the real `VideoLlavaProcessor`.
 """
 
 import json
@@ -12,14 +12,15 @@ from evaluation.lmms_eval_adapter import VideoLlavaLB
 from evaluation.tasks import load_shapes
 from modeling_videollava.modeling_videollava import VideoLlavaForConditionalGeneration
 from tests.evaluation.test_lmms_eval_adapter import FakeInstance
-from tests.evaluation.tiny_processor import TinyTestProcessor, write_video
-from tests.tiny import tiny_config
+from processing import build_processor
+from tests.evaluation.tiny_processor import write_video
+from tests.tiny import tiny_config, tiny_tokenizer
 from videollava.cli import main
 
 
 def _tiny():
     config = tiny_config()
-    return VideoLlavaForConditionalGeneration(config).eval(), TinyTestProcessor(config)
+    return VideoLlavaForConditionalGeneration(config).eval(), build_processor(config, tiny_tokenizer())
 
 
 def test_cli_loop_on_tiny_model(tmp_path, monkeypatch, capsys):
@@ -44,7 +45,8 @@ def test_cli_loop_on_tiny_model(tmp_path, monkeypatch, capsys):
     assert [p["id"] for p in preds] == ["q0", "q1", "q2"] and all(isinstance(p["pred"], str) for p in preds)
     config = json.loads((out / "run_config.json").read_text())
     assert config["dtype"] == "float32" and config["num_frames"] == 2
-    assert config["prompt"]["example"] == "USER: <video>\nwhat is moving ? ASSISTANT:"
+    assert config["prompt"]["example"].startswith("A chat between a curious user")
+    assert config["prompt"]["example"].endswith(" USER: <video>\nwhat is moving ? ASSISTANT:")
 
     # Greedy decoding is deterministic, and batching does not change the answer (left padding).
     one = runner.generate_answers(model, processor, load_shapes(data)[:1], runner.GenerationSettings(4))

@@ -178,3 +178,17 @@ def test_export_to_builtin_layout_round_trips(tmp_path):
     temporal.save_pretrained(tmp_path / "temporal")
     with pytest.raises(ConversionError, match="temporal attention"):
         convert(convert_args(to="hf", input=str(tmp_path / "temporal"), output=str(tmp_path / "x")))
+
+
+def test_convert_command_line(tmp_path, caplog):
+    from tests.modeling_videollava.helpers import tiny_hf_model
+    from videollava.cli import main
+
+    tiny_hf_model().save_pretrained(tmp_path / "hf")
+    assert main(["convert", "--from", "hf", "--input", str(tmp_path / "hf"), "--output", str(tmp_path / "out"),
+                 "--num-frames", "2"]) == 0
+    assert "add_time_attn=False" in caplog.text
+    assert (tmp_path / "out" / "modeling_languagebind.py").is_file()
+    assert main(["convert", "--from", "original", "--input", str(tmp_path / "nowhere"), "--output",
+                 str(tmp_path / "x")]) == 1
+    assert "No config.json in" in caplog.text

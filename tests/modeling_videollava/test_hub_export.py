@@ -1,30 +1,19 @@
 """A saved folder is Hub custom code: it loads in a fresh process where our package is not importable."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import torch
 
 from modeling_videollava import VideoLlavaForConditionalGeneration
+from tests.fresh_process import run_fresh
 from tests.modeling_videollava.helpers import mixed_batch
 from tests.tiny import tiny_config
 
 
 FRESH = textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-
-    class HideOurPackages(importlib.abc.MetaPathFinder):  # as on a user's machine without our package installed
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"modeling_videollava", "processing", "training", "videollava", "evaluation"}:
-                raise ImportError(f"{name} is hidden")
-
-
-    sys.meta_path.insert(0, HideOurPackages())
+    import json, sys
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
     try:
@@ -54,12 +43,8 @@ def test_saved_folder_loads_with_trust_remote_code_in_a_fresh_process(tmp_path):
     torch.save(batch, tmp_path / "batch.pt")
     with torch.no_grad():
         expected = model.generate(**batch, max_new_tokens=4, do_sample=False).tolist()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1",
-                                                                          "HF_HOME": str(tmp_path / "hf_home")}
-    result = subprocess.run(
-        [sys.executable, "-c", FRESH, str(tmp_path / "model"), str(tmp_path / "batch.pt")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    result = run_fresh(FRESH, tmp_path / "model", tmp_path / "batch.pt", cwd=tmp_path,
+                       env={"HF_HOME": str(tmp_path / "hf_home")})
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["module"].startswith("transformers_modules.")

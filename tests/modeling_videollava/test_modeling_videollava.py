@@ -105,3 +105,27 @@ def test_eager_matches_sdpa_for_the_whole_model():
         eager = model(**batch).logits
     mask = batch["attention_mask"].bool()
     torch.testing.assert_close(eager[mask], sdpa[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_no_split_modules_are_all_findable_for_fsdp_auto_wrap():
+    from accelerate.utils.dataclasses import get_module_class_from_name
+
+    model = VideoLlavaForConditionalGeneration(tiny_config())
+    assert set(model._no_split_modules) == {"LanguageBindEncoderLayer", "LanguageBindVisionEmbeddings",
+                                            "LlamaDecoderLayer"}
+    for name in model._no_split_modules:
+        assert get_module_class_from_name(model, name) is not None, name
+
+
+def test_run_unused_towers_gives_every_tower_a_gradient_without_changing_the_loss():
+    model = VideoLlavaForConditionalGeneration(tiny_config(run_unused_towers=True)).train()
+    batch = mixed_batch(model.config, padding_side="right")
+    text_only = {"input_ids": batch["input_ids"][3:], "attention_mask": batch["attention_mask"][3:]}
+    labels = text_only["input_ids"].masked_fill(text_only["attention_mask"] == 0, -100)
+    loss = model(**text_only, labels=labels).loss
+    loss.backward()
+    for tower in (model.model.image_tower, model.model.video_tower):
+        grad = tower.encoder.layers[0].self_attn.q_proj.weight.grad
+        assert grad is not None and not grad.any()  # touched (same parameters on every rank), but unchanged
+    model.config.run_unused_towers = False
+    torch.testing.assert_close(model(**text_only, labels=labels).loss, loss)

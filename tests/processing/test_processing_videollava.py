@@ -1,9 +1,6 @@
 """VideoLlavaProcessor: token expansion from the config, Vicuna-v1 chat template, masks, batching, truncation, saving."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -12,6 +9,7 @@ import torch
 from PIL import Image
 
 from processing import DEFAULT_SYSTEM_PROMPT, LanguageBindImageProcessor, VideoLlavaProcessor, build_processor
+from tests.fresh_process import run_fresh
 from tests.processing.media import make_video
 from tests.tiny import tiny_config
 
@@ -155,11 +153,6 @@ FRESH = textwrap.dedent(
     import sys, warnings
     import numpy as np, torch
     warnings.simplefilter("error")
-    try:
-        import processing
-        raise SystemExit("our package is importable: " + processing.__file__)
-    except ImportError:
-        pass
     from transformers import AutoProcessor
     processor = AutoProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)
     out = processor(text="<video> <image>", videos=[sys.argv[2]], images=[np.zeros((30, 40, 3), np.uint8)],
@@ -175,12 +168,8 @@ def test_fresh_process_autoprocessor_without_our_package(processor, tmp_path, vi
     LanguageBindImageProcessor.register_for_auto_class("AutoImageProcessor")
     hub = tmp_path / "hub"
     processor.save_pretrained(hub)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
-    result = subprocess.run(
-        [sys.executable, "-c", FRESH, str(hub), str(videos[0]), str(tmp_path / "out.pt")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )
+    result = run_fresh(FRESH, hub, videos[0], tmp_path / "out.pt", cwd=tmp_path,
+                       env={"HF_MODULES_CACHE": str(tmp_path / "modules")}, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "VideoLlavaProcessor 2" in result.stdout and "warn" not in result.stderr.lower()
     expected = processor(text="<video> <image>", videos=[str(videos[0])], images=[np.zeros((30, 40, 3), np.uint8)],
