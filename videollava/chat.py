@@ -216,19 +216,21 @@ def load_media(processor, images: list[str], videos: list[str], num_frames: int 
 class _Streamer:
     """Streams decoded text to `out` as tokens arrive and notes when the first new token came (a `BaseStreamer`)."""
 
-    def __init__(self, tokenizer, out: TextIO | None):
+    def __init__(self, tokenizer, out: TextIO | None, prefix: str = ""):
         from transformers import TextStreamer
 
         self.first_token_at: float | None = None
         self._text = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         self._text.on_finalized_text = self._write
         self._out = out
+        self._prefix = prefix  # written with the first text, after anything logged while the prompt was prefilled
         self._prompt_seen = False
 
     def _write(self, text: str, stream_end: bool = False) -> None:
         if self._out is not None:
-            self._out.write(text + ("\n" if stream_end else ""))
+            self._out.write(self._prefix + text + ("\n" if stream_end else ""))
             self._out.flush()
+            self._prefix = ""
 
     def put(self, value: torch.Tensor) -> None:
         if self._prompt_seen and self.first_token_at is None:
@@ -265,9 +267,9 @@ class ChatSession:
     temperature: float = 0.0
     system: str | None = None
     messages: list[dict] = field(default_factory=list)
-    _cache: Any = None
-    _cached_ids: torch.Tensor | None = None
-    last_stats: TurnStats | None = None
+    last_stats: TurnStats | None = field(default=None, init=False)
+    _cache: Any = field(default=None, init=False, repr=False)  # the LLM's KV cache of the conversation so far
+    _cached_ids: torch.Tensor | None = field(default=None, init=False, repr=False)  # the tokens behind it
 
     def __post_init__(self) -> None:
         if self.system is not None:
@@ -301,8 +303,8 @@ class ChatSession:
         return keep
 
     @torch.inference_mode()
-    def ask(self, text: str, out: TextIO | None = None) -> str:
-        """Answer `text` given the media and the history, streaming to `out`; returns the answer."""
+    def ask(self, text: str, out: TextIO | None = None, prefix: str = "") -> str:
+        """Answer `text` given the media and the history, streaming `prefix` + answer to `out`; returns the answer."""
         from transformers import DynamicCache
 
         messages = [*self.messages, self._user_message(text)]
@@ -323,7 +325,7 @@ class ChatSession:
         max_new = self.max_new_tokens if limit is None else min(self.max_new_tokens, limit - len(input_ids))
         sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {
             "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        streamer = _Streamer(self.processor.tokenizer, out)
+        streamer = _Streamer(self.processor.tokenizer, out, prefix)
         start = time.perf_counter()
         output = self.model.generate(
             input_ids=input_ids[None].to(device),
@@ -392,9 +394,7 @@ def _interactive(session: ChatSession, out: TextIO) -> int:
             continue
         if text.lower() in EXIT_WORDS:
             return 0
-        out.write("ASSISTANT: ")
-        out.flush()
-        session.ask(text, out)
+        session.ask(text, out, prefix="ASSISTANT: ")
 
 
 def run(args: argparse.Namespace) -> int:
