@@ -227,7 +227,7 @@ logged training losses were {summary['losses']['stage1']:.3f} (stage 1) and {sum
 
 ```bash
 videollava chat --video sample:moving.mp4 "What colour is the shape?"
-videollava chat --video my_clip.mp4            # interactive; any 64 px-and-up video works, the answers will not
+videollava chat --video my_clip.mp4            # interactive; any video decodes, but the model only knows shapes
 ```
 
 ```python

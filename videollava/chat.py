@@ -117,6 +117,9 @@ def load_processor(path: str, trust_remote_code: bool = False):
     from processing import VideoLlavaProcessor
 
     _register_our_classes()
+    local_like = path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path
+    if local_like and not Path(path).expanduser().is_dir():
+        raise ChatError(f"cannot load a model from {path}: no such folder")
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         if isinstance(config, VideoLlavaConfig):
@@ -124,7 +127,8 @@ def load_processor(path: str, trust_remote_code: bool = False):
         else:
             processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - every loading failure becomes one line
-        hint = "" if Path(path).exists() or "/" not in path else " (not a local folder; offline, or not on the Hub?)"
+        hub_like = not Path(path).exists() and path.count("/") == 1 and not path.startswith((".", "/", "~"))
+        hint = " (no such folder; as a Hub id it needs the network or a cached copy)" if hub_like else ""
         raise ChatError(f"cannot load a model from {path}{hint}: {_first_line(exc)}") from exc
     if getattr(processor, "chat_template", None) is None:
         raise ChatError(f"the processor in {path} has no chat template")
