@@ -18,6 +18,9 @@ from pathlib import Path
 import torch
 
 
+COLOUR_OR_SHAPE = {"red", "green", "blue", "yellow", "square", "circle", "triangle"}  # grouped out of patterns
+
+
 def questions(item: dict) -> list[tuple[str, str, str]]:
     """(question, answer, type) for every QA turn of a LLaVA-JSON item, placeholders stripped."""
     turns = item["conversations"]
@@ -28,7 +31,7 @@ def questions(item: dict) -> list[tuple[str, str, str]]:
 
 @torch.inference_mode()
 def evaluate(model, processor, data: Path, limit: int | None = None, max_new_tokens: int = 8) -> dict:
-    """Returns `{"static": {"correct", "total", "accuracy"}, "temporal": {...}, "all": {...}, "by_question": {...}}`."""
+    """`{"static": {"correct", "total", "accuracy"}, "temporal": {...}, "all": {...}, "by_question": {...}}`."""
     items = json.loads(Path(data).read_text())[:limit]
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     per_question: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -36,7 +39,8 @@ def evaluate(model, processor, data: Path, limit: int | None = None, max_new_tok
         kind = "video" if "video" in item else "image"
         source = str(Path(data).parent / item[kind])
         for question, answer, qtype in questions(item):
-            messages = [{"role": "user", "content": [{"type": kind, kind: source}, {"type": "text", "text": question}]}]
+            content = [{"type": kind, kind: source}, {"type": "text", "text": question}]
+            messages = [{"role": "user", "content": content}]
             inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                    return_dict=True, return_tensors="pt").to(model.device)
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
@@ -56,8 +60,6 @@ def evaluate(model, processor, data: Path, limit: int | None = None, max_new_tok
     result["by_question"] = {key: summary(c) for key, c in sorted(per_question.items())}
     return result
 
-
-COLOUR_OR_SHAPE = {"red", "green", "blue", "yellow", "square", "circle", "triangle"}
 
 
 def main() -> None:

@@ -140,7 +140,8 @@ def card(summary: dict, accuracy: dict, samples: list[dict], params: int, size: 
         return f"| {name} | {a['correct']} / {a['total']} | {100 * a['accuracy']:.1f} % |"
 
     per_question = "\n".join(
-        f"| {k} | {v['correct']} / {v['total']} | {100 * v['accuracy']:.0f} % |" for k, v in accuracy["by_question"].items()
+        f"| {k} | {v['correct']} / {v['total']} | {100 * v['accuracy']:.0f} % |"
+        for k, v in accuracy["by_question"].items()
     )
     sample_rows = "\n".join(
         f"| `sample:{s['file']}` | {qa['question']} | {qa['answer']} | {qa['model_answer']} | {qa['question_type']} |"
@@ -156,13 +157,14 @@ tags: [video-llava, languagebind, tiny, synthetic]
 
 # Tiny Video-LLaVA (synthetic shapes) — the default model of `videollava chat`
 
-A {params / 1e6:.2f} M-parameter Video-LLaVA ({size / 2**20:.1f} MiB of float32 safetensors) with the full architecture
-of Video-LLaVA-7B at toy scale: a LanguageBind image tower and a LanguageBind video tower with divided temporal
-attention in every layer (width {TOWER['hidden_size']}, {TOWER['num_hidden_layers']} layers, features from
-`hidden_states[-2]`, random and frozen, see below; {TOWER['image_size']} px inputs, {TOWER['patch_size']} px patches, 8 frames), the shared 2-layer
-GELU projector and a Llama language model (width {TEXT['hidden_size']}, {TEXT['num_hidden_layers']} layers, a
-{summary['vocab']}-token word-level vocabulary). An image is {summary['image_tokens']} tokens, a video
-{summary['video_tokens']} (8 frames x (16 patches + CLS)). Prompts use the Vicuna-v1 chat template.
+A {params / 1e6:.2f} M-parameter Video-LLaVA ({size / 2**20:.1f} MiB of float32 safetensors) with the full
+architecture of Video-LLaVA-7B at toy scale: a LanguageBind image tower and a LanguageBind video tower with divided
+temporal attention in every layer (width {TOWER['hidden_size']}, {TOWER['num_hidden_layers']} layers, features from
+`hidden_states[-2]`, random and frozen, see below; {TOWER['image_size']} px inputs, {TOWER['patch_size']} px
+patches, 8 frames), the shared 2-layer GELU projector and a Llama language model (width {TEXT['hidden_size']},
+{TEXT['num_hidden_layers']} layers, a {summary['vocab']}-token word-level vocabulary). An image is
+{summary['image_tokens']} tokens, a video {summary['video_tokens']} (8 frames x (16 patches + CLS)). Prompts use the
+Vicuna-v1 chat template.
 
 It only knows a toy world: one to three red, green, blue or yellow squares, circles and triangles on black, which
 move, change colour, appear or disappear. It is shipped so that `videollava chat` works offline, with no GPU, on a
@@ -193,7 +195,8 @@ order (direction, colour change, what appeared / disappeared, counts at the star
 
 ## Samples shipped with the package
 
-`videollava chat --list-samples` lists them; all are held-out items. The model's answers were recorded at training time.
+`videollava chat --list-samples` lists them; all are held-out items. The model's answers were recorded at training
+time.
 
 | medium | question | truth | model | type |
 |---|---|---|---|---|
@@ -287,7 +290,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
     }
     params = sum(p.numel() for p in model.parameters())
-    (final / "README.md").write_text(card(summary, accuracy, samples, params, (final / "model.safetensors").stat().st_size))
+    size = (final / "model.safetensors").stat().st_size
+    (final / "README.md").write_text(card(summary, accuracy, samples, params, size))
     print(json.dumps({"seconds": {k: round(v) for k, v in times.items()},
                       **{k: accuracy[k] for k in ("static", "temporal", "all")}}, indent=1))
 
