@@ -113,7 +113,9 @@ class VideoLlavaModel(VideoLlavaPreTrainedModel):
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Images `(N, 3, H, W)` -> projected features `(N, image_seq_length, D_text)` (CLS dropped by default)."""
         tower = self.image_tower
-        features = tower.hidden_state(pixel_values.to(tower.dtype), self.config.vision_feature_layer)  # (N, 1+P, D)
+        # `hidden_state` is not `forward`, so accelerate's device hooks do not move its input: move it here
+        pixels = pixel_values.to(device=tower.device, dtype=tower.dtype)
+        features = tower.hidden_state(pixels, self.config.vision_feature_layer)  # (N, 1+P, D)
         if self.config.image_feature_select == "patch":
             features = features[:, 1:]
         return self.multi_modal_projector(features)
@@ -124,7 +126,8 @@ class VideoLlavaModel(VideoLlavaPreTrainedModel):
             raise ValueError(f"pixel_values_videos must be (N, T, 3, H, W), got {tuple(pixel_values_videos.shape)}.")
         num_videos, num_frames = pixel_values_videos.shape[:2]
         tower = self.video_tower
-        features = tower.hidden_state(pixel_values_videos.to(tower.dtype), self.config.vision_feature_layer)
+        pixels = pixel_values_videos.to(device=tower.device, dtype=tower.dtype)
+        features = tower.hidden_state(pixels, self.config.vision_feature_layer)
         features = features.view(num_videos, num_frames, *features.shape[1:])  # (N*T, 1+P, D) -> (N, T, 1+P, D)
         if self.config.video_feature_select == "patch":
             features = features[:, :, 1:]
@@ -173,7 +176,7 @@ class VideoLlavaModel(VideoLlavaPreTrainedModel):
         if not has_videos:
             frames = self.config.video_config.num_frames
             total = total + self.get_video_features(like.new_zeros(1, frames, 3, size, size)).sum()
-        return total * 0.0
+        return total.to(like.device) * 0.0
 
     def forward(
         self,
