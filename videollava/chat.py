@@ -217,7 +217,8 @@ def log_tower_calls(model) -> dict[str, int]:
 
         def hook(module, args, output, kind=kind) -> None:
             counts[kind] += 1
-            logger.debug("%s tower: encoded %d %s(s)", kind, output.shape[0], "frame" if kind == "video" else kind)
+            rows = (output if isinstance(output, torch.Tensor) else output[0]).shape[0]  # other towers: ModelOutput
+            logger.debug("%s tower: encoded %d %s(s)", kind, rows, "frame" if kind == "video" else kind)
 
         target.register_forward_hook(hook)
     return counts
