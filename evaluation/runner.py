@@ -56,15 +56,29 @@ class GenerationSettings:
 def load_model_and_processor(
     path: str, dtype: str = "bfloat16", revision: str | None = None, device: str | None = None
 ) -> tuple[Any, Any]:
-    """Load our model and processor (local dir or Hub id, `trust_remote_code`), eval mode, left padding."""
+    """Load a model and its processor (local dir or Hub id), eval mode, left padding. Folders of this package's model
+    type load with our installed code (also folders that ship no code, like the embedded default model); anything
+    else through its own Hub code (`trust_remote_code`)."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+    from modeling_videollava import VideoLlavaConfig
+    from processing import VideoLlavaProcessor
+    from videollava.loading import register_our_classes
+
+    register_our_classes()
     torch_dtype = getattr(torch, dtype) if dtype != "auto" else "auto"
+    try:
+        ours = isinstance(AutoConfig.from_pretrained(path, revision=revision), VideoLlavaConfig)
+    except ValueError:  # a model type only its own Hub code knows
+        ours = False
     model = AutoModelForImageTextToText.from_pretrained(
-        path, dtype=torch_dtype, revision=revision, trust_remote_code=True
+        path, dtype=torch_dtype, revision=revision, trust_remote_code=not ours
     )
-    processor = AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=True)
+    if ours:
+        processor = VideoLlavaProcessor.from_pretrained(path, revision=revision)
+    else:
+        processor = AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=True)
     processor.tokenizer.padding_side = "left"  # batched generation appends after the prompt
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval(), processor

@@ -235,11 +235,14 @@ def load_shapes(data: Path) -> list[Sample]:
             raise DataLayoutError(f"{path} item {n} ({row.get('id')}): needs a human and a gpt turn")
         media = [(kind, str(_media_path(path.parent / row[kind], f"{path} item {row['id']}")))
                  for kind in ("video", "image") if row.get(kind)]  # fmt: skip
-        question = turns[0]["value"].replace("<video>", "").replace("<image>", "").strip()
-        samples.append(
-            Sample(str(row["id"]), question, media, turns[1]["value"], question,
-                   {"question_type": row.get("question_type", "untyped")})
-        )  # fmt: skip
+        pairs = list(zip(turns[0::2], turns[1::2]))
+        types = row.get("question_types") or [row.get("question_type", "untyped")] * len(pairs)
+        if len(types) != len(pairs):
+            raise DataLayoutError(f"{path} item {n} ({row['id']}): {len(types)} question_types for {len(pairs)} QA pairs")
+        for k, ((human, gpt), kind) in enumerate(zip(pairs, types)):  # each question asked alone with its media
+            question = human["value"].replace("<video>", "").replace("<image>", "").strip()
+            sample_id = str(row["id"]) if len(pairs) == 1 else f"{row['id']}#{k}"
+            samples.append(Sample(sample_id, question, media, gpt["value"], question, {"question_type": kind}))
     return samples
 
 

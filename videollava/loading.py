@@ -46,7 +46,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _register_our_classes() -> None:
+def register_our_classes() -> None:
     """Let the Auto classes load this package's model type from our installed code, without `trust_remote_code`."""
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText
 
@@ -71,7 +71,7 @@ def load_processor(path: str, trust_remote_code: bool = False):
     from modeling_videollava import VideoLlavaConfig
     from processing import VideoLlavaProcessor
 
-    _register_our_classes()
+    register_our_classes()
     local_like = path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path
     if local_like and not Path(path).expanduser().is_dir():
         raise ChatError(f"cannot load a model from {path}: no such folder")

@@ -48,3 +48,21 @@ def test_missing_file_and_unknown_task_are_named(tmp_path):
         TASKS["tgif_qa"].loader(tmp_path)
     with pytest.raises(KeyError, match="known: activitynet_qa"):
         get_task("msvd")
+
+
+def test_shapes_multi_turn_items_become_one_question_each(tmp_path):
+    from evaluation.tasks import load_shapes
+
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    row = {"id": "h1", "video": "clip.mp4", "question_types": ["static", "temporal"],
+           "conversations": [{"from": "human", "value": "<video>\nWhat colour is the shape?"},
+                             {"from": "gpt", "value": "red"},
+                             {"from": "human", "value": "Which way does the shape move?"},
+                             {"from": "gpt", "value": "left"}]}  # fmt: skip
+    (tmp_path / "heldout.json").write_text(json.dumps([row]))
+    samples = load_shapes(tmp_path)
+    assert [(s.id, s.prompt, s.answer, s.extra["question_type"]) for s in samples] == [
+        ("h1#0", "What colour is the shape?", "red", "static"),
+        ("h1#1", "Which way does the shape move?", "left", "temporal"),
+    ]
+    assert all(s.media == samples[0].media for s in samples)
