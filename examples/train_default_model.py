@@ -4,8 +4,9 @@
 2. init: a random tiny Video-LLaVA (both LanguageBind towers with temporal attention, projector, Llama) and the
    closed-vocabulary tokenizer of `tiny_tokenizer.py`;
 3. stage 1 (captions) and stage 2 (QA) with the training pipeline: `videollava train --config
-   examples/default_model/stage{1,2}.yaml`. Unlike Video-LLaVA-7B, whose towers and LLM start pretrained, every part
-   of the tiny model starts random, so every part trains in both stages;
+   examples/default_model/stage{1,2}.yaml`. Unlike Video-LLaVA-7B, whose towers and LLM start pretrained, the tiny
+   model starts random: the towers stay frozen at their seeded initialisation (as in 7B), while the projector and the
+   LLM train in both stages;
 4. held-out accuracy by question type (`shapes_accuracy.py`), sample media with their questions, the model card;
 5. `--install`: copy weights, config, processor, chat template and card into `videollava/default_model/` and the
    samples into `videollava/samples/`.
