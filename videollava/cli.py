@@ -18,7 +18,7 @@ import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("videollava.chat", "ask a model about images and videos: one answer, or an interactive session"),
-    "convert": ("modeling_videollava.convert", "convert a checkpoint between layouts (original, hf, languagebind)"),
+    "convert": ("videollava.convert_cli", "convert a checkpoint between layouts (original, hf, languagebind)"),
     "train": ("training.cli", "train a stage (projector / full / LoRA) with TRL's SFTTrainer"),
     "merge-lora": ("training.export", "merge a LoRA run's adapter into its base model and save (or push) it"),
     "eval": ("evaluation.cli", "generate, judge and score a benchmark; re-score predictions; render the report"),

@@ -184,11 +184,17 @@ def test_convert_command_line(tmp_path, caplog):
     from tests.modeling_videollava.helpers import tiny_hf_model
     from videollava.cli import main
 
+    from processing import VideoLlavaProcessor
+    from tests.tiny import tiny_tokenizer
+
     tiny_hf_model().save_pretrained(tmp_path / "hf")
+    tiny_tokenizer().save_pretrained(tmp_path / "hf")
     assert main(["convert", "--from", "hf", "--input", str(tmp_path / "hf"), "--output", str(tmp_path / "out"),
                  "--num-frames", "2"]) == 0
     assert "add_time_attn=False" in caplog.text
     assert (tmp_path / "out" / "modeling_languagebind.py").is_file()
+    processor = VideoLlavaProcessor.from_pretrained(tmp_path / "out", trust_remote_code=True)  # model + processor
+    assert (processor.num_frames, processor.video_token_id) == (2, tiny_tokenizer().convert_tokens_to_ids("<video>"))
     assert main(["convert", "--from", "original", "--input", str(tmp_path / "nowhere"), "--output",
                  str(tmp_path / "x")]) == 1
     assert "No config.json in" in caplog.text
