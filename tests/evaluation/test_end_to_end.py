@@ -13,7 +13,7 @@ from evaluation.tasks import load_shapes
 from modeling_videollava.modeling_videollava import VideoLlavaForConditionalGeneration
 from tests.evaluation.test_lmms_eval_adapter import FakeInstance
 from processing import build_processor
-from tests.evaluation.tiny_processor import write_video
+from tests.processing.media import make_video
 from tests.tiny import tiny_config, tiny_tokenizer
 from videollava.cli import main
 
@@ -28,7 +28,7 @@ def test_cli_loop_on_tiny_model(tmp_path, monkeypatch, capsys):
     data.mkdir()
     items = []
     for i in range(3):
-        write_video(data / f"clip{i}.mp4")
+        make_video(data / f"clip{i}.mp4", num_frames=6)
         items.append({"id": f"q{i}", "video": f"clip{i}.mp4", "question_type": "temporal" if i else "static",
                       "conversations": [{"from": "human", "value": "<video>\nwhat is moving ?"},
                                         {"from": "gpt", "value": "square"}]})  # fmt: skip
@@ -55,7 +55,7 @@ def test_cli_loop_on_tiny_model(tmp_path, monkeypatch, capsys):
 
 def test_lmms_adapter_on_tiny_model(tmp_path):
     model, processor = _tiny()
-    write_video(tmp_path / "a.mp4")
+    make_video(tmp_path / "a.mp4", num_frames=6)
     adapter = VideoLlavaLB(model=model, processor=processor, batch_size=2)
     adapter.task_dict = {"t": {"test": [{"v": [str(tmp_path / "a.mp4")]}, {"v": [Image.new("RGB", (20, 20))]}]}}
     kwargs = {"max_new_tokens": 3, "temperature": 0, "until": []}
