@@ -87,11 +87,11 @@ def bench_processor(path: Path) -> dict:
     from transformers import AutoTokenizer  # noqa: F401  (imported here so the decode timings exclude it)
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from modeling_videollava import VideoLlavaConfig
+    from modeling_videollava import LanguageBindVideoLlavaConfig
     from tests.tiny import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
-    config = VideoLlavaConfig(  # full-size towers: 8 frames of 224 px, 2056 video tokens
+    config = LanguageBindVideoLlavaConfig(  # full-size towers: 8 frames of 224 px, 2056 video tokens
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
     )

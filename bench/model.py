@@ -35,7 +35,7 @@ def build(variant: str, size: str, dtype: torch.dtype, device: str):
     from transformers import VideoLlavaConfig as HFConfig
     from transformers import VideoLlavaForConditionalGeneration as HFModel
 
-    from modeling_videollava import VideoLlavaConfig, VideoLlavaForConditionalGeneration
+    from modeling_videollava import LanguageBindVideoLlavaConfig, LanguageBindVideoLlavaForConditionalGeneration
 
     tower = dict(SIZES[size]["tower"], image_size=224, patch_size=14, hidden_act="gelu")
     llm = dict(SIZES[size]["llm"], model_type="llama", vocab_size=32064, max_position_embeddings=4096)
@@ -44,12 +44,12 @@ def build(variant: str, size: str, dtype: torch.dtype, device: str):
         config = HFConfig(vision_config=dict(tower, model_type="clip_vision_model"), text_config=llm)
         model = HFModel(config)
     else:
-        config = VideoLlavaConfig(
+        config = LanguageBindVideoLlavaConfig(
             image_config=dict(tower, num_frames=1),
             video_config=dict(tower, num_frames=8, add_time_attn=variant == "ours_temporal"),
             text_config=llm,
         )
-        model = VideoLlavaForConditionalGeneration(config)
+        model = LanguageBindVideoLlavaForConditionalGeneration(config)
     return model.to(device=device, dtype=dtype).eval(), config
 
 

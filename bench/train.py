@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from modeling_videollava import VideoLlavaForConditionalGeneration  # noqa: E402
+from modeling_videollava import LanguageBindVideoLlavaForConditionalGeneration  # noqa: E402
 from tests.tiny import tiny_config, tiny_tokenizer  # noqa: E402
 from tests.training.fakes import write_llava_json  # noqa: E402
 from training.collator import VideoLlavaCollator  # noqa: E402
@@ -43,12 +43,12 @@ def small_config():
     """~25M parameters: 4-layer towers of width 256 at 112 px, 4-layer LLM of width 512."""
     tower = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
                  image_size=112, patch_size=14)
-    from modeling_videollava import VideoLlavaConfig
+    from modeling_videollava import LanguageBindVideoLlavaConfig
 
     tiny = tiny_config()
     text = dict(tiny.text_config.to_dict(), hidden_size=512, intermediate_size=1376, num_hidden_layers=4,
                 num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=2048)
-    return VideoLlavaConfig(image_config=dict(tower, num_frames=1),
+    return LanguageBindVideoLlavaConfig(image_config=dict(tower, num_frames=1),
                             video_config=dict(tower, num_frames=4, add_time_attn=True), text_config=text,
                             image_token_index=tiny.image_token_index, video_token_index=tiny.video_token_index)
 
@@ -83,7 +83,7 @@ def run(name: str, config, rows, collate, steps: int, device: str) -> dict:
     from processing import build_processor
 
     torch.manual_seed(0)
-    model = VideoLlavaForConditionalGeneration(config).to(device)
+    model = LanguageBindVideoLlavaForConditionalGeneration(config).to(device)
     apply_stage(model, StageArguments(train_language_model="full"))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     processor = build_processor(config, tiny_tokenizer())

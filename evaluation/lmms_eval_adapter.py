@@ -66,7 +66,7 @@ def _truncate(text: str, until: Sequence[str] | str | None) -> str:
 
 
 class VideoLlavaLB(_Base):
-    """lmms-eval wrapper around `VideoLlavaForConditionalGeneration` + `VideoLlavaProcessor`.
+    """lmms-eval wrapper around `LanguageBindVideoLlavaForConditionalGeneration` + `LanguageBindVideoLlavaProcessor`.
 
     Args:
         pretrained: model directory or Hub id.

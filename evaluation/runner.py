@@ -62,21 +62,21 @@ def load_model_and_processor(
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-    from modeling_videollava import VideoLlavaConfig
-    from processing import VideoLlavaProcessor
+    from modeling_videollava import LanguageBindVideoLlavaConfig
+    from processing import LanguageBindVideoLlavaProcessor
     from videollava.loading import register_our_classes
 
     register_our_classes()
     torch_dtype = getattr(torch, dtype) if dtype != "auto" else "auto"
     try:
-        ours = isinstance(AutoConfig.from_pretrained(path, revision=revision), VideoLlavaConfig)
+        ours = isinstance(AutoConfig.from_pretrained(path, revision=revision), LanguageBindVideoLlavaConfig)
     except ValueError:  # a model type only its own Hub code knows
         ours = False
     model = AutoModelForImageTextToText.from_pretrained(
         path, dtype=torch_dtype, revision=revision, trust_remote_code=not ours
     )
     if ours:
-        processor = VideoLlavaProcessor.from_pretrained(path, revision=revision)
+        processor = LanguageBindVideoLlavaProcessor.from_pretrained(path, revision=revision)
     else:
         processor = AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=True)
     processor.tokenizer.padding_side = "left"  # batched generation appends after the prompt

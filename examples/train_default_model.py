@@ -59,13 +59,13 @@ SAMPLE_KINDS = (("moving.mp4", "motion"), ("colour_change.mp4", "change"), ("app
 
 def build_init(folder: Path) -> None:
     """A seeded random tiny Video-LLaVA + tokenizer + processor, saved as the stage-1 starting point."""
-    from modeling_videollava import VideoLlavaConfig, VideoLlavaForConditionalGeneration
+    from modeling_videollava import LanguageBindVideoLlavaConfig, LanguageBindVideoLlavaForConditionalGeneration
     from processing import build_processor
 
     tokenizer = build_tokenizer()
     ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                eos_token_id=tokenizer.eos_token_id)
-    config = VideoLlavaConfig(
+    config = LanguageBindVideoLlavaConfig(
         image_config=dict(TOWER, num_frames=1),
         video_config=dict(TOWER, num_frames=8, add_time_attn=True),
         text_config=dict(TEXT, vocab_size=len(tokenizer), **ids),
@@ -73,7 +73,7 @@ def build_init(folder: Path) -> None:
         video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
     )
     torch.manual_seed(SEED)
-    VideoLlavaForConditionalGeneration(config).save_pretrained(folder)
+    LanguageBindVideoLlavaForConditionalGeneration(config).save_pretrained(folder)
     build_processor(config, tokenizer).save_pretrained(folder)
 
 

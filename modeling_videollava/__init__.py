@@ -1,21 +1,21 @@
 """Video-LLaVA with LanguageBind image and video towers, as Hugging Face Hub-native code."""
 
-from .configuration_videollava import LanguageBindVisionConfig, VideoLlavaConfig
+from .configuration_videollava import LanguageBindVisionConfig, LanguageBindVideoLlavaConfig
 from .modeling_languagebind import LanguageBindVisionModel
 from .modeling_videollava import (
-    VideoLlavaForConditionalGeneration,
-    VideoLlavaModel,
-    VideoLlavaMultiModalProjector,
-    VideoLlavaPreTrainedModel,
+    LanguageBindVideoLlavaForConditionalGeneration,
+    LanguageBindVideoLlavaModel,
+    LanguageBindVideoLlavaMultiModalProjector,
+    LanguageBindVideoLlavaPreTrainedModel,
 )
 
 
 __all__ = [
     "LanguageBindVisionConfig",
     "LanguageBindVisionModel",
-    "VideoLlavaConfig",
-    "VideoLlavaForConditionalGeneration",
-    "VideoLlavaModel",
-    "VideoLlavaMultiModalProjector",
-    "VideoLlavaPreTrainedModel",
+    "LanguageBindVideoLlavaConfig",
+    "LanguageBindVideoLlavaForConditionalGeneration",
+    "LanguageBindVideoLlavaModel",
+    "LanguageBindVideoLlavaMultiModalProjector",
+    "LanguageBindVideoLlavaPreTrainedModel",
 ]

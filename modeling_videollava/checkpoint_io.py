@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .configuration_videollava import VideoLlavaConfig
+from .configuration_videollava import LanguageBindVideoLlavaConfig
 
 
 logger = logging.getLogger(__name__)
@@ -40,20 +40,20 @@ def read_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def _meta_model(config: VideoLlavaConfig):
-    from .modeling_videollava import VideoLlavaForConditionalGeneration
+def _meta_model(config: LanguageBindVideoLlavaConfig):
+    from .modeling_videollava import LanguageBindVideoLlavaForConditionalGeneration
 
     with torch.device("meta"):
-        return VideoLlavaForConditionalGeneration(config)
+        return LanguageBindVideoLlavaForConditionalGeneration(config)
 
 
-def expected_shapes(config: VideoLlavaConfig) -> dict[str, torch.Size]:
+def expected_shapes(config: LanguageBindVideoLlavaConfig) -> dict[str, torch.Size]:
     """Every persistent tensor the model for `config` holds, with its shape (built on the meta device: no memory)."""
     return {k: v.shape for k, v in _meta_model(config).state_dict().items()}
 
 
 def save_model_folder(
-    config: VideoLlavaConfig, state_dict: dict[str, torch.Tensor], out: Path, max_shard_size: str, dtype: str = "keep"
+    config: LanguageBindVideoLlavaConfig, state_dict: dict[str, torch.Tensor], out: Path, max_shard_size: str, dtype: str = "keep"
 ) -> Path:
     """Write config, Hub custom code and sharded safetensors for `state_dict` without materialising a model."""
     if dtype != "keep":
@@ -66,7 +66,7 @@ def save_model_folder(
     return out
 
 
-def copy_tokenizer(src: Path, out: Path, config: VideoLlavaConfig, add_tokens: bool) -> None:
+def copy_tokenizer(src: Path, out: Path, config: LanguageBindVideoLlavaConfig, add_tokens: bool) -> None:
     """Copy the tokenizer, adding `<image> <video> <pad>` if asked, and check their ids match the config."""
     if not any((src / name).is_file() for name in TOKENIZER_FILES):
         logger.warning("No tokenizer in %s: pass --tokenizer DIR, or copy one into %s yourself.", src, out)

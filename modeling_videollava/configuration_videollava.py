@@ -1,7 +1,7 @@
 """Configuration of Video-LLaVA with LanguageBind towers (arXiv 2311.10122).
 
 `LanguageBindVisionConfig` is a CLIP ViT config plus LanguageBind's video fields (`num_frames`, `add_time_attn`).
-`VideoLlavaConfig` composes an image tower, a video tower, any causal-LM text config (Llama by default) and the
+`LanguageBindVideoLlavaConfig` composes an image tower, a video tower, any causal-LM text config (Llama by default) and the
 shared projector. Defaults reproduce `LanguageBind/Video-LLaVA-7B` (SPEC §1-§5).
 
 Uploaded as Hub custom code: imports only installed libraries.
@@ -16,9 +16,9 @@ from transformers.configuration_utils import SubConfigSpec
 FeatureSelect = Literal["patch", "cls_patch"]
 # Written into every saved config.json so the folder loads with `trust_remote_code=True` through any of these.
 AUTO_MAP = {
-    "AutoConfig": "configuration_videollava.VideoLlavaConfig",
-    "AutoModel": "modeling_videollava.VideoLlavaModel",
-    "AutoModelForImageTextToText": "modeling_videollava.VideoLlavaForConditionalGeneration",
+    "AutoConfig": "configuration_videollava.LanguageBindVideoLlavaConfig",
+    "AutoModel": "modeling_videollava.LanguageBindVideoLlavaModel",
+    "AutoModelForImageTextToText": "modeling_videollava.LanguageBindVideoLlavaForConditionalGeneration",
 }
 
 
@@ -59,7 +59,7 @@ class LanguageBindVisionConfig(CLIPVisionConfig):
         return (self.image_size // self.patch_size) ** 2
 
 
-class VideoLlavaConfig(PreTrainedConfig):
+class LanguageBindVideoLlavaConfig(PreTrainedConfig):
     r"""
     Video-LLaVA: LanguageBind image tower + LanguageBind video tower -> one shared MLP projector -> causal LM.
 
@@ -114,7 +114,7 @@ class VideoLlavaConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+        self.auto_map = {**(getattr(self, "auto_map", None) or {}), **AUTO_MAP}
         if self.image_config.hidden_size != self.video_config.hidden_size:
             raise ValueError(
                 "The shared projector needs towers of one width: image_config.hidden_size="
@@ -140,4 +140,4 @@ class VideoLlavaConfig(PreTrainedConfig):
         return self.video_config.num_frames * self.frame_seq_length
 
 
-__all__ = ["LanguageBindVisionConfig", "VideoLlavaConfig"]
+__all__ = ["LanguageBindVisionConfig", "LanguageBindVideoLlavaConfig"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint_io import copy_tokenizer, expected_shapes, read_config, read_state_dict, save_model_folder
-from .configuration_videollava import LanguageBindVisionConfig, VideoLlavaConfig
+from .configuration_videollava import LanguageBindVisionConfig, LanguageBindVideoLlavaConfig
 
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def pad_vocab(state_dict: dict[str, torch.Tensor], vocab_size: int) -> None:
 
 
 def with_media_tokens(llm: dict) -> dict:
-    """VideoLlavaConfig kwargs for an LLM config.json (original / Vicuna): `<image> <video> <pad>` are appended
+    """LanguageBindVideoLlavaConfig kwargs for an LLM config.json (original / Vicuna): `<image> <video> <pad>` are appended
     after the LLM's vocabulary (32000, 32001, 32002 for Vicuna, as the `-hf` port) and rows padded to a multiple
     of 64 (32064)."""
     drop = {"architectures", "auto_map", "_name_or_path", "transformers_version", "model_type"}
@@ -133,11 +133,11 @@ def with_media_tokens(llm: dict) -> dict:
     return dict(text_config=text, image_token_index=base, video_token_index=base + 1)
 
 
-def convert_original(args: argparse.Namespace) -> tuple[VideoLlavaConfig, dict[str, torch.Tensor]]:
+def convert_original(args: argparse.Namespace) -> tuple[LanguageBindVideoLlavaConfig, dict[str, torch.Tensor]]:
     raw = read_config(args.input)
     state_dict = rename(read_state_dict(args.input), ORIGINAL_RULES, f"{args.input} (original layout)")
     tower = dict(hidden_act=args.tower_hidden_act)
-    config = VideoLlavaConfig(
+    config = LanguageBindVideoLlavaConfig(
         image_config=LanguageBindVisionConfig(num_frames=1, **tower).to_dict(),
         video_config=LanguageBindVisionConfig(num_frames=args.num_frames, add_time_attn=True, **tower).to_dict(),
         vision_feature_layer=raw.get("mm_vision_select_layer", -2),
@@ -148,7 +148,7 @@ def convert_original(args: argparse.Namespace) -> tuple[VideoLlavaConfig, dict[s
     return config, state_dict
 
 
-def convert_hf(args: argparse.Namespace) -> tuple[VideoLlavaConfig, dict[str, torch.Tensor]]:
+def convert_hf(args: argparse.Namespace) -> tuple[LanguageBindVideoLlavaConfig, dict[str, torch.Tensor]]:
     raw = read_config(args.input)
     vision = {k: v for k, v in raw["vision_config"].items() if k not in ("model_type", "architectures")}
     vision["hidden_act"] = args.tower_hidden_act or vision.get("hidden_act", "quick_gelu")
@@ -156,7 +156,7 @@ def convert_hf(args: argparse.Namespace) -> tuple[VideoLlavaConfig, dict[str, to
         "The hf layout has no temporal attention weights: the video tower is converted with add_time_attn=False "
         "(a plain CLIP tower per frame). Convert from the original layout to keep LanguageBind's temporal attention."
     )
-    config = VideoLlavaConfig(
+    config = LanguageBindVideoLlavaConfig(
         image_config=dict(vision, num_frames=1),
         video_config=dict(vision, num_frames=args.num_frames, add_time_attn=False),
         text_config=raw["text_config"],
@@ -177,7 +177,7 @@ def _tower_config(path: Path, **overrides) -> dict:
     return {**{k: v for k, v in vision.items() if k in keep}, **overrides}
 
 
-def convert_languagebind(args: argparse.Namespace) -> tuple[VideoLlavaConfig, dict[str, torch.Tensor]]:
+def convert_languagebind(args: argparse.Namespace) -> tuple[LanguageBindVideoLlavaConfig, dict[str, torch.Tensor]]:
     if not (args.image_tower and args.video_tower):
         raise ConversionError("--from languagebind needs --image-tower DIR and --video-tower DIR (and --input LLM).")
     image = _tower_config(Path(args.image_tower), num_frames=1, add_time_attn=False)
@@ -185,7 +185,7 @@ def convert_languagebind(args: argparse.Namespace) -> tuple[VideoLlavaConfig, di
     video.setdefault("num_frames", args.num_frames)
     if args.tower_hidden_act:
         image["hidden_act"] = video["hidden_act"] = args.tower_hidden_act
-    config = VideoLlavaConfig(
+    config = LanguageBindVideoLlavaConfig(
         image_config=image,
         video_config=video,
         video_feature_select=args.video_feature_select,
@@ -202,16 +202,16 @@ def convert_languagebind(args: argparse.Namespace) -> tuple[VideoLlavaConfig, di
     return config, state_dict
 
 
-def _fresh_projector(config: VideoLlavaConfig) -> dict[str, torch.Tensor]:
-    from .modeling_videollava import VideoLlavaMultiModalProjector
+def _fresh_projector(config: LanguageBindVideoLlavaConfig) -> dict[str, torch.Tensor]:
+    from .modeling_videollava import LanguageBindVideoLlavaMultiModalProjector
 
-    projector = VideoLlavaMultiModalProjector(config)
+    projector = LanguageBindVideoLlavaMultiModalProjector(config)
     return {f"model.multi_modal_projector.{k}": v for k, v in projector.state_dict().items()}
 
 
 def export_hf(args: argparse.Namespace) -> None:
     """Our folder -> the layout of transformers' built-in `VideoLlavaForConditionalGeneration` (`-hf`)."""
-    config = VideoLlavaConfig.from_pretrained(args.input)
+    config = LanguageBindVideoLlavaConfig.from_pretrained(args.input)
     if config.video_config.add_time_attn:
         raise ConversionError(
             f"{args.input} has temporal attention in its video tower; the built-in class has no place for those "

@@ -19,7 +19,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import ModelOutput
 from transformers.utils import logging
 
-from .configuration_videollava import VideoLlavaConfig
+from .configuration_videollava import LanguageBindVideoLlavaConfig
 from .modeling_languagebind import LanguageBindVisionModel
 
 
@@ -27,7 +27,7 @@ logger = logging.get_logger(__name__)
 
 
 @dataclass
-class VideoLlavaModelOutputWithPast(ModelOutput):
+class LanguageBindVideoLlavaModelOutputWithPast(ModelOutput):
     """
     Args:
         last_hidden_state (`torch.FloatTensor` of shape `(B, S, D_text)`): the LLM's last hidden state.
@@ -45,8 +45,8 @@ class VideoLlavaModelOutputWithPast(ModelOutput):
 
 
 @dataclass
-class VideoLlavaCausalLMOutputWithPast(ModelOutput):
-    """Like `VideoLlavaModelOutputWithPast`, with `logits` `(B, S, vocab)` and the LM `loss` when labels are given."""
+class LanguageBindVideoLlavaCausalLMOutputWithPast(ModelOutput):
+    """Like `LanguageBindVideoLlavaModelOutputWithPast`, with `logits` `(B, S, vocab)` and the LM `loss` when labels are given."""
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
@@ -57,10 +57,10 @@ class VideoLlavaCausalLMOutputWithPast(ModelOutput):
     video_hidden_states: torch.FloatTensor | None = None
 
 
-class VideoLlavaMultiModalProjector(nn.Module):
+class LanguageBindVideoLlavaMultiModalProjector(nn.Module):
     """`mlp2x_gelu`: Linear -> GELU -> Linear, shared by images and videos (original keys `mm_projector.{0,2}`)."""
 
-    def __init__(self, config: VideoLlavaConfig):
+    def __init__(self, config: LanguageBindVideoLlavaConfig):
         super().__init__()
         bias = config.multimodal_projector_bias
         self.linear_1 = nn.Linear(config.image_config.hidden_size, config.text_config.hidden_size, bias=bias)
@@ -71,8 +71,8 @@ class VideoLlavaMultiModalProjector(nn.Module):
         return self.linear_2(self.act(self.linear_1(features)))
 
 
-class VideoLlavaPreTrainedModel(PreTrainedModel):
-    config_class = VideoLlavaConfig
+class LanguageBindVideoLlavaPreTrainedModel(PreTrainedModel):
+    config_class = LanguageBindVideoLlavaConfig
     base_model_prefix = "model"
     input_modalities = ("image", "video", "text")
     supports_gradient_checkpointing = True
@@ -91,16 +91,16 @@ class VideoLlavaPreTrainedModel(PreTrainedModel):
         self._no_split_modules = sorted({n for n in (self._no_split_modules or []) if n in present})
 
 
-class VideoLlavaModel(VideoLlavaPreTrainedModel):
+class LanguageBindVideoLlavaModel(LanguageBindVideoLlavaPreTrainedModel):
     """Towers, projector and the LLM backbone (no LM head)."""
 
     _auto_class = "AutoModel"
 
-    def __init__(self, config: VideoLlavaConfig):
+    def __init__(self, config: LanguageBindVideoLlavaConfig):
         super().__init__(config)
         self.image_tower = LanguageBindVisionModel(config.image_config)
         self.video_tower = LanguageBindVisionModel(config.video_config)
-        self.multi_modal_projector = VideoLlavaMultiModalProjector(config)
+        self.multi_modal_projector = LanguageBindVideoLlavaMultiModalProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
@@ -189,7 +189,7 @@ class VideoLlavaModel(VideoLlavaPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         **kwargs,
-    ) -> VideoLlavaModelOutputWithPast:
+    ) -> LanguageBindVideoLlavaModelOutputWithPast:
         """
         Args:
             input_ids (`torch.LongTensor` of shape `(B, S)`): tokens, each visual placeholder already expanded.
@@ -216,7 +216,7 @@ class VideoLlavaModel(VideoLlavaPreTrainedModel):
             use_cache=use_cache,
             **kwargs,
         )
-        return VideoLlavaModelOutputWithPast(
+        return LanguageBindVideoLlavaModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
             past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
@@ -226,7 +226,7 @@ class VideoLlavaModel(VideoLlavaPreTrainedModel):
         )
 
 
-class VideoLlavaForConditionalGeneration(VideoLlavaPreTrainedModel, GenerationMixin):
+class LanguageBindVideoLlavaForConditionalGeneration(LanguageBindVideoLlavaPreTrainedModel, GenerationMixin):
     """Video-LLaVA with its language-modelling head.
 
     Example:
@@ -245,9 +245,9 @@ class VideoLlavaForConditionalGeneration(VideoLlavaPreTrainedModel, GenerationMi
     _auto_class = "AutoModelForImageTextToText"
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
 
-    def __init__(self, config: VideoLlavaConfig):
+    def __init__(self, config: LanguageBindVideoLlavaConfig):
         super().__init__(config)
-        self.model = VideoLlavaModel(config)
+        self.model = LanguageBindVideoLlavaModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
 
@@ -282,7 +282,7 @@ class VideoLlavaForConditionalGeneration(VideoLlavaPreTrainedModel, GenerationMi
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
-    ) -> VideoLlavaCausalLMOutputWithPast:
+    ) -> LanguageBindVideoLlavaCausalLMOutputWithPast:
         """`labels` `(B, S)` use -100 for positions without loss (prompt, placeholders, padding)."""
         outputs = self.model(
             input_ids=input_ids,
@@ -303,7 +303,7 @@ class VideoLlavaForConditionalGeneration(VideoLlavaPreTrainedModel, GenerationMi
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
-        return VideoLlavaCausalLMOutputWithPast(
+        return LanguageBindVideoLlavaCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
             past_key_values=outputs.past_key_values,
@@ -315,8 +315,8 @@ class VideoLlavaForConditionalGeneration(VideoLlavaPreTrainedModel, GenerationMi
 
 
 __all__ = [
-    "VideoLlavaForConditionalGeneration",
-    "VideoLlavaModel",
-    "VideoLlavaMultiModalProjector",
-    "VideoLlavaPreTrainedModel",
+    "LanguageBindVideoLlavaForConditionalGeneration",
+    "LanguageBindVideoLlavaModel",
+    "LanguageBindVideoLlavaMultiModalProjector",
+    "LanguageBindVideoLlavaPreTrainedModel",
 ]

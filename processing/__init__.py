@@ -1,7 +1,7 @@
 """Video-LLaVA preprocessing: video decoding, image / video transforms and the unified processor."""
 
 from .image_processing_videollava import LanguageBindImageProcessor
-from .processing_videollava import (CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT, VideoLlavaProcessor, build_processor,
+from .processing_videollava import (CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT, LanguageBindVideoLlavaProcessor, build_processor,
                                    register_auto_classes)
 from .video_io import VideoClip, VideoDecodeError, load_video, sample_indices
 from .video_processing_videollava import transform_video
@@ -13,7 +13,7 @@ __all__ = [
     "VideoClip",
     "VideoDecodeError",
     "LanguageBindImageProcessor",
-    "VideoLlavaProcessor",
+    "LanguageBindVideoLlavaProcessor",
     "build_processor",
     "load_video",
     "register_auto_classes",

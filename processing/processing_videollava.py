@@ -1,7 +1,7 @@
 """Video-LLaVA processor: tokenizer + LanguageBind image and video preprocessing + the Vicuna-v1 chat template.
 
 `<image>` expands to `image_seq_length` tokens (256) and `<video>` to `frame_seq_length` tokens per frame (8 x 257),
-counts saved with the processor and taken from `VideoLlavaConfig` by `build_processor`. There is no `video_processor`
+counts saved with the processor and taken from `LanguageBindVideoLlavaConfig` by `build_processor`. There is no `video_processor`
 init attribute: transformers 5.23 cannot build one without torchvision, so videos go through the `video_processor`
 property and `_process_videos` (ECOSYSTEM §1.5). Uploaded as Hub custom code: imports only its siblings and installed
 libraries.
@@ -94,7 +94,7 @@ def flatten_videos(videos: Any) -> list[Any]:
     return flat
 
 
-class VideoLlavaProcessor(ProcessorMixin):
+class LanguageBindVideoLlavaProcessor(ProcessorMixin):
     r"""
     Builds Video-LLaVA inputs: `input_ids`, `attention_mask`, `pixel_values` `(N_img, 3, H, W)` and
     `pixel_values_videos` `(N_vid, T, 3, H, W)`.
@@ -144,8 +144,8 @@ class VideoLlavaProcessor(ProcessorMixin):
 
     @classmethod
     def from_config(cls, config, tokenizer, image_processor: LanguageBindImageProcessor | None = None,
-                    **kwargs) -> "VideoLlavaProcessor":
-        """Build from a `VideoLlavaConfig`: token counts, frame count and image size all come from the config.
+                    **kwargs) -> "LanguageBindVideoLlavaProcessor":
+        """Build from a `LanguageBindVideoLlavaConfig`: token counts, frame count and image size all come from the config.
 
         The tokenizer is set to left padding (batched generation, USER_NEEDS a3); training collators pass
         `padding_side="right"` per call if they want it.
@@ -284,16 +284,16 @@ class VideoLlavaProcessor(ProcessorMixin):
 def register_auto_classes() -> None:
     """Mark the processor classes for `AutoProcessor` / `AutoImageProcessor`, so `save_pretrained` writes `auto_map`
     and copies this module and its siblings next to the weights (idempotent)."""
-    VideoLlavaProcessor.register_for_auto_class("AutoProcessor")
+    LanguageBindVideoLlavaProcessor.register_for_auto_class("AutoProcessor")
     LanguageBindImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 
-def build_processor(config, tokenizer, **kwargs) -> VideoLlavaProcessor:
-    """The processor matching a `VideoLlavaConfig` (token counts, frames and image size from the config), registered
+def build_processor(config, tokenizer, **kwargs) -> LanguageBindVideoLlavaProcessor:
+    """The processor matching a `LanguageBindVideoLlavaConfig` (token counts, frames and image size from the config), registered
     for `AutoProcessor` so that `processor.save_pretrained(model_dir)` makes it loadable with `trust_remote_code`."""
     register_auto_classes()
-    return VideoLlavaProcessor.from_config(config, tokenizer, **kwargs)
+    return LanguageBindVideoLlavaProcessor.from_config(config, tokenizer, **kwargs)
 
 
-__all__ = ["CHAT_TEMPLATE", "DEFAULT_SYSTEM_PROMPT", "VideoLlavaProcessor", "build_processor", "flatten_videos",
+__all__ = ["CHAT_TEMPLATE", "DEFAULT_SYSTEM_PROMPT", "LanguageBindVideoLlavaProcessor", "build_processor", "flatten_videos",
            "register_auto_classes"]

@@ -3,7 +3,7 @@
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from modeling_videollava.configuration_videollava import VideoLlavaConfig
+from modeling_videollava.configuration_videollava import LanguageBindVideoLlavaConfig
 
 
 WORDS = (
@@ -33,7 +33,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return tok
 
 
-def tiny_config(num_frames: int = 2, add_time_attn: bool = True, vocab_size: int = 128, **kwargs) -> VideoLlavaConfig:
+def tiny_config(num_frames: int = 2, add_time_attn: bool = True, vocab_size: int = 128, **kwargs) -> LanguageBindVideoLlavaConfig:
     """Towers: 28 px images, 14 px patches -> 4 patches (+CLS) per frame, 2 layers of width 32."""
     tok = tiny_tokenizer()
     tower = dict(
@@ -52,7 +52,7 @@ def tiny_config(num_frames: int = 2, add_time_attn: bool = True, vocab_size: int
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
     )
-    return VideoLlavaConfig(
+    return LanguageBindVideoLlavaConfig(
         image_config=dict(tower, num_frames=1),
         video_config=dict(tower, num_frames=num_frames, add_time_attn=add_time_attn),
         text_config=text,

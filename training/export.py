@@ -24,9 +24,9 @@ def load_model(path: str, dtype: str = "auto", attn_implementation: str | None =
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        from modeling_videollava import VideoLlavaForConditionalGeneration
+        from modeling_videollava import LanguageBindVideoLlavaForConditionalGeneration
 
-        return VideoLlavaForConditionalGeneration.from_pretrained(path, **kwargs)
+        return LanguageBindVideoLlavaForConditionalGeneration.from_pretrained(path, **kwargs)
     except ImportError:
         from transformers import AutoModelForImageTextToText
 
@@ -36,11 +36,11 @@ def load_model(path: str, dtype: str = "auto", attn_implementation: str | None =
 def load_processor(path: str, trust_remote_code: bool = True):
     """The processor saved next to the weights: our installed class when available, else Hub custom code."""
     try:
-        from processing import VideoLlavaProcessor, register_auto_classes
+        from processing import LanguageBindVideoLlavaProcessor, register_auto_classes
 
         register_auto_classes()  # so a later save_pretrained writes auto_map + the processor code
         # the saved image processor is registered as Hub code; with our package installed it is our own class
-        return VideoLlavaProcessor.from_pretrained(path, trust_remote_code=True)
+        return LanguageBindVideoLlavaProcessor.from_pretrained(path, trust_remote_code=True)
     except ImportError:
         from transformers import AutoProcessor
 

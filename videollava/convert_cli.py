@@ -1,7 +1,7 @@
 """`videollava convert`: the strict checkpoint converter of `modeling_videollava.convert`, plus the processor.
 
 The converter itself writes weights, config, Hub code and tokenizer (and stays free of our other packages); this
-command also saves the matching `VideoLlavaProcessor` (chat template, token counts, image size), so the output folder
+command also saves the matching `LanguageBindVideoLlavaProcessor` (chat template, token counts, image size), so the output folder
 loads with `AutoProcessor.from_pretrained(out, trust_remote_code=True)` as well as the model.
 """
 
@@ -29,10 +29,10 @@ def run(args: argparse.Namespace) -> int:
         return status
     from transformers import AutoTokenizer
 
-    from modeling_videollava import VideoLlavaConfig
+    from modeling_videollava import LanguageBindVideoLlavaConfig
     from processing import build_processor
 
     tokenizer = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
-    build_processor(VideoLlavaConfig.from_pretrained(out), tokenizer).save_pretrained(out)
+    build_processor(LanguageBindVideoLlavaConfig.from_pretrained(out), tokenizer).save_pretrained(out)
     logger.info("Wrote the processor and chat template to %s", out)
     return status

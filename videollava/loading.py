@@ -50,12 +50,12 @@ def register_our_classes() -> None:
     """Let the Auto classes load this package's model type from our installed code, without `trust_remote_code`."""
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText
 
-    from modeling_videollava import VideoLlavaConfig, VideoLlavaForConditionalGeneration
+    from modeling_videollava import LanguageBindVideoLlavaConfig, LanguageBindVideoLlavaForConditionalGeneration
     from processing import LanguageBindImageProcessor
 
-    AutoConfig.register(VideoLlavaConfig.model_type, VideoLlavaConfig, exist_ok=True)
-    AutoModelForImageTextToText.register(VideoLlavaConfig, VideoLlavaForConditionalGeneration, exist_ok=True)
-    AutoImageProcessor.register(VideoLlavaConfig, LanguageBindImageProcessor, exist_ok=True)
+    AutoConfig.register(LanguageBindVideoLlavaConfig.model_type, LanguageBindVideoLlavaConfig, exist_ok=True)
+    AutoModelForImageTextToText.register(LanguageBindVideoLlavaConfig, LanguageBindVideoLlavaForConditionalGeneration, exist_ok=True)
+    AutoImageProcessor.register(LanguageBindVideoLlavaConfig, LanguageBindImageProcessor, exist_ok=True)
 
 
 def first_line(exc: BaseException) -> str:
@@ -68,8 +68,8 @@ def load_processor(path: str, trust_remote_code: bool = False):
     """The model's processor: ours for this package's model type, `AutoProcessor` otherwise."""
     from transformers import AutoConfig, AutoProcessor
 
-    from modeling_videollava import VideoLlavaConfig
-    from processing import VideoLlavaProcessor
+    from modeling_videollava import LanguageBindVideoLlavaConfig
+    from processing import LanguageBindVideoLlavaProcessor
 
     register_our_classes()
     local_like = path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path
@@ -77,8 +77,8 @@ def load_processor(path: str, trust_remote_code: bool = False):
         raise ChatError(f"cannot load a model from {path}: no such folder")
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        if isinstance(config, VideoLlavaConfig):
-            processor = VideoLlavaProcessor.from_pretrained(path)
+        if isinstance(config, LanguageBindVideoLlavaConfig):
+            processor = LanguageBindVideoLlavaProcessor.from_pretrained(path)
         else:
             processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - every loading failure becomes one line

@@ -1,5 +1,5 @@
 """The whole loop on the tiny random model over synthetic videos: CLI generate -> predictions -> metrics -> report,
-and the lmms-eval adapter on the same model, with the real `VideoLlavaProcessor`.
+and the lmms-eval adapter on the same model, with the real `LanguageBindVideoLlavaProcessor`.
 """
 
 import json
@@ -10,7 +10,7 @@ from PIL import Image
 from evaluation import runner
 from evaluation.lmms_eval_adapter import VideoLlavaLB
 from evaluation.tasks import load_shapes
-from modeling_videollava.modeling_videollava import VideoLlavaForConditionalGeneration
+from modeling_videollava.modeling_videollava import LanguageBindVideoLlavaForConditionalGeneration
 from tests.evaluation.test_lmms_eval_adapter import FakeInstance
 from processing import build_processor
 from tests.processing.media import make_video
@@ -20,7 +20,7 @@ from videollava.cli import main
 
 def _tiny():
     config = tiny_config()
-    return VideoLlavaForConditionalGeneration(config).eval(), build_processor(config, tiny_tokenizer())
+    return LanguageBindVideoLlavaForConditionalGeneration(config).eval(), build_processor(config, tiny_tokenizer())
 
 
 def test_cli_loop_on_tiny_model(tmp_path, monkeypatch, capsys):

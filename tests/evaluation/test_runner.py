@@ -86,15 +86,15 @@ def test_append_repairs_torn_line(tmp_path):
 
 
 def test_our_model_type_loads_with_installed_code_even_without_code_files(tmp_path):
-    from modeling_videollava import VideoLlavaForConditionalGeneration
-    from processing import VideoLlavaProcessor, build_processor
+    from modeling_videollava import LanguageBindVideoLlavaForConditionalGeneration
+    from processing import LanguageBindVideoLlavaProcessor, build_processor
     from tests.tiny import tiny_config, tiny_tokenizer
 
     config = tiny_config()
-    VideoLlavaForConditionalGeneration(config).save_pretrained(tmp_path)
+    LanguageBindVideoLlavaForConditionalGeneration(config).save_pretrained(tmp_path)
     build_processor(config, tiny_tokenizer()).save_pretrained(tmp_path)
     for code in tmp_path.glob("*.py"):  # like the embedded default model, which ships no code
         code.unlink()
     model, processor = runner.load_model_and_processor(str(tmp_path), dtype="float32", device="cpu")
     assert type(model).__module__ == "modeling_videollava.modeling_videollava"
-    assert isinstance(processor, VideoLlavaProcessor) and processor.tokenizer.padding_side == "left"
+    assert isinstance(processor, LanguageBindVideoLlavaProcessor) and processor.tokenizer.padding_side == "left"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from modeling_videollava import VideoLlavaForConditionalGeneration
+from modeling_videollava import LanguageBindVideoLlavaForConditionalGeneration
 from processing import build_processor
 from tests.processing.media import make_video
 from tests.tiny import tiny_config, tiny_tokenizer
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_inference_example_runs_on_a_saved_folder(tmp_path):
     config = tiny_config()
-    VideoLlavaForConditionalGeneration(config).save_pretrained(tmp_path / "model")
+    LanguageBindVideoLlavaForConditionalGeneration(config).save_pretrained(tmp_path / "model")
     build_processor(config, tiny_tokenizer()).save_pretrained(tmp_path / "model")
     make_video(tmp_path / "clip.mp4")
     Image.new("RGB", (40, 30), "red").save(tmp_path / "photo.png")

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import VideoLlavaForConditionalGeneration as HFVideoLlava
 
-from modeling_videollava import LanguageBindVisionConfig, VideoLlavaForConditionalGeneration
+from modeling_videollava import LanguageBindVisionConfig, LanguageBindVideoLlavaForConditionalGeneration
 from modeling_videollava.convert import ConversionError, convert
 from tests.modeling_videollava.helpers import mixed_batch
 from tests.modeling_videollava.test_modeling_languagebind import TOWER, reference_layer
@@ -101,7 +101,7 @@ def test_original_layout_converts_strictly_and_reproduces_the_towers(original_ch
     monkeypatch.setattr("modeling_videollava.convert.LanguageBindVisionConfig",
                         lambda **kw: LanguageBindVisionConfig(**{**TOWER, **kw}))
     out = convert(convert_args(source="original", input=str(src), output=str(tmp_path / "out"), tower_hidden_act="gelu"))
-    model = VideoLlavaForConditionalGeneration.from_pretrained(out).eval()
+    model = LanguageBindVideoLlavaForConditionalGeneration.from_pretrained(out).eval()
     cfg = model.config
     assert cfg.video_config.add_time_attn and cfg.video_config.num_frames == 2
     assert (cfg.image_token_id, cfg.video_token_id, cfg.text_config.vocab_size) == (64, 65, 128)
@@ -160,13 +160,13 @@ def test_languagebind_towers_and_llm_build_a_model(tmp_path):
     write_tokenizer(llm)
     out = convert(convert_args(source="languagebind", input=str(llm), image_tower=str(tmp_path / "image"),
                                video_tower=str(tmp_path / "video"), output=str(tmp_path / "out")))
-    model = VideoLlavaForConditionalGeneration.from_pretrained(out)
+    model = LanguageBindVideoLlavaForConditionalGeneration.from_pretrained(out)
     assert model.config.video_config.add_time_attn and not model.config.image_config.add_time_attn
     assert model.model.multi_modal_projector.linear_1.weight.abs().sum() > 0
 
 
 def test_export_to_builtin_layout_round_trips(tmp_path):
-    ours = VideoLlavaForConditionalGeneration(tiny_config(add_time_attn=False)).eval()
+    ours = LanguageBindVideoLlavaForConditionalGeneration(tiny_config(add_time_attn=False)).eval()
     ours.save_pretrained(tmp_path / "ours")
     convert(convert_args(to="hf", input=str(tmp_path / "ours"), output=str(tmp_path / "hf")))
     hf = HFVideoLlava.from_pretrained(tmp_path / "hf").eval()
@@ -174,7 +174,7 @@ def test_export_to_builtin_layout_round_trips(tmp_path):
     with torch.no_grad():
         diff = (hf(**batch).logits - ours(**batch).logits)[batch["attention_mask"].bool()].abs().max()
     assert diff <= 1e-5
-    temporal = VideoLlavaForConditionalGeneration(tiny_config())
+    temporal = LanguageBindVideoLlavaForConditionalGeneration(tiny_config())
     temporal.save_pretrained(tmp_path / "temporal")
     with pytest.raises(ConversionError, match="temporal attention"):
         convert(convert_args(to="hf", input=str(tmp_path / "temporal"), output=str(tmp_path / "x")))
@@ -184,7 +184,7 @@ def test_convert_command_line(tmp_path, caplog):
     from tests.modeling_videollava.helpers import tiny_hf_model
     from videollava.cli import main
 
-    from processing import VideoLlavaProcessor
+    from processing import LanguageBindVideoLlavaProcessor
     from tests.tiny import tiny_tokenizer
 
     tiny_hf_model().save_pretrained(tmp_path / "hf")
@@ -193,7 +193,7 @@ def test_convert_command_line(tmp_path, caplog):
                  "--num-frames", "2"]) == 0
     assert "add_time_attn=False" in caplog.text
     assert (tmp_path / "out" / "modeling_languagebind.py").is_file()
-    processor = VideoLlavaProcessor.from_pretrained(tmp_path / "out", trust_remote_code=True)  # model + processor
+    processor = LanguageBindVideoLlavaProcessor.from_pretrained(tmp_path / "out", trust_remote_code=True)  # model + processor
     assert (processor.num_frames, processor.video_token_id) == (2, tiny_tokenizer().convert_tokens_to_ids("<video>"))
     assert main(["convert", "--from", "original", "--input", str(tmp_path / "nowhere"), "--output",
                  str(tmp_path / "x")]) == 1

@@ -5,7 +5,7 @@ import textwrap
 
 import torch
 
-from modeling_videollava import VideoLlavaForConditionalGeneration
+from modeling_videollava import LanguageBindVideoLlavaForConditionalGeneration
 from tests.fresh_process import run_fresh
 from tests.modeling_videollava.helpers import mixed_batch
 from tests.tiny import tiny_config
@@ -35,7 +35,7 @@ FRESH = textwrap.dedent(
 
 
 def test_saved_folder_loads_with_trust_remote_code_in_a_fresh_process(tmp_path):
-    model = VideoLlavaForConditionalGeneration(tiny_config()).eval()
+    model = LanguageBindVideoLlavaForConditionalGeneration(tiny_config()).eval()
     model.save_pretrained(tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForImageTextToText"}
@@ -48,5 +48,5 @@ def test_saved_folder_loads_with_trust_remote_code_in_a_fresh_process(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["module"].startswith("transformers_modules.")
-    assert (loaded["config"], loaded["backbone"], loaded["temporal"]) == ("VideoLlavaConfig", "VideoLlavaModel", True)
+    assert (loaded["config"], loaded["backbone"], loaded["temporal"]) == ("LanguageBindVideoLlavaConfig", "LanguageBindVideoLlavaModel", True)
     assert loaded["tokens"] == expected

@@ -1,11 +1,11 @@
-"""VideoLlavaForConditionalGeneration: parity with transformers' built-in class, merging, generation."""
+"""LanguageBindVideoLlavaForConditionalGeneration: parity with transformers' built-in class, merging, generation."""
 
 import argparse
 
 import pytest
 import torch
 
-from modeling_videollava import VideoLlavaForConditionalGeneration
+from modeling_videollava import LanguageBindVideoLlavaForConditionalGeneration
 from modeling_videollava.convert import convert
 from tests.modeling_videollava.helpers import mixed_batch, tiny_hf_model
 from tests.tiny import tiny_config
@@ -24,7 +24,7 @@ def hf_and_ours(tmp_path_factory):
     src, dst = tmp_path_factory.mktemp("hf"), tmp_path_factory.mktemp("ours")
     hf.save_pretrained(src)
     convert(convert_args(source="hf", input=str(src), output=str(dst)))
-    ours = VideoLlavaForConditionalGeneration.from_pretrained(dst).eval()
+    ours = LanguageBindVideoLlavaForConditionalGeneration.from_pretrained(dst).eval()
     return hf, ours
 
 
@@ -61,7 +61,7 @@ def test_batched_greedy_generation_equals_rows_alone(hf_and_ours):
 
 
 def test_cached_and_uncached_generation_agree():
-    model = VideoLlavaForConditionalGeneration(tiny_config()).eval()
+    model = LanguageBindVideoLlavaForConditionalGeneration(tiny_config()).eval()
     batch = mixed_batch(model.config)
     with torch.no_grad():
         cached = model.generate(**batch, max_new_tokens=6, do_sample=False, use_cache=True)
@@ -70,7 +70,7 @@ def test_cached_and_uncached_generation_agree():
 
 
 def test_placeholder_feature_mismatch_names_both_counts():
-    model = VideoLlavaForConditionalGeneration(tiny_config()).eval()
+    model = LanguageBindVideoLlavaForConditionalGeneration(tiny_config()).eval()
     batch = mixed_batch(model.config)
     with pytest.raises(ValueError, match=r"8 <image> placeholder tokens in input_ids, 4 feature rows \(1 images x 4"):
         model(**{**batch, "pixel_values": batch["pixel_values"][:1]})
@@ -79,8 +79,8 @@ def test_placeholder_feature_mismatch_names_both_counts():
 
 
 def test_video_feature_layouts_and_training_step():
-    cls_model = VideoLlavaForConditionalGeneration(tiny_config()).eval()
-    patch_model = VideoLlavaForConditionalGeneration(tiny_config(video_feature_select="patch"))
+    cls_model = LanguageBindVideoLlavaForConditionalGeneration(tiny_config()).eval()
+    patch_model = LanguageBindVideoLlavaForConditionalGeneration(tiny_config(video_feature_select="patch"))
     videos = torch.randn(2, 2, 3, 28, 28)
     assert cls_model.get_video_features(videos).shape == (2, 2 * 5, 32)
     assert patch_model.get_video_features(videos).shape == (2, 2 * 4, 32)
@@ -97,7 +97,7 @@ def test_video_feature_layouts_and_training_step():
 
 
 def test_eager_matches_sdpa_for_the_whole_model():
-    model = VideoLlavaForConditionalGeneration(tiny_config()).eval()
+    model = LanguageBindVideoLlavaForConditionalGeneration(tiny_config()).eval()
     batch = mixed_batch(model.config)
     with torch.no_grad():
         sdpa = model(**batch).logits
@@ -110,7 +110,7 @@ def test_eager_matches_sdpa_for_the_whole_model():
 def test_no_split_modules_are_all_findable_for_fsdp_auto_wrap():
     from accelerate.utils.dataclasses import get_module_class_from_name
 
-    model = VideoLlavaForConditionalGeneration(tiny_config())
+    model = LanguageBindVideoLlavaForConditionalGeneration(tiny_config())
     assert set(model._no_split_modules) == {"LanguageBindEncoderLayer", "LanguageBindVisionEmbeddings",
                                             "LlamaDecoderLayer"}
     for name in model._no_split_modules:
@@ -118,7 +118,7 @@ def test_no_split_modules_are_all_findable_for_fsdp_auto_wrap():
 
 
 def test_run_unused_towers_gives_every_tower_a_gradient_without_changing_the_loss():
-    model = VideoLlavaForConditionalGeneration(tiny_config(run_unused_towers=True)).train()
+    model = LanguageBindVideoLlavaForConditionalGeneration(tiny_config(run_unused_towers=True)).train()
     batch = mixed_batch(model.config, padding_side="right")
     text_only = {"input_ids": batch["input_ids"][3:], "attention_mask": batch["attention_mask"][3:]}
     labels = text_only["input_ids"].masked_fill(text_only["attention_mask"] == 0, -100)

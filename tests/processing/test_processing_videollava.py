@@ -1,4 +1,4 @@
-"""VideoLlavaProcessor: token expansion from the config, Vicuna-v1 chat template, masks, batching, truncation, saving."""
+"""LanguageBindVideoLlavaProcessor: token expansion from the config, Vicuna-v1 chat template, masks, batching, truncation, saving."""
 
 import json
 import textwrap
@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from processing import DEFAULT_SYSTEM_PROMPT, LanguageBindImageProcessor, VideoLlavaProcessor, build_processor
+from processing import DEFAULT_SYSTEM_PROMPT, LanguageBindImageProcessor, LanguageBindVideoLlavaProcessor, build_processor
 from tests.fresh_process import run_fresh
 from tests.processing.media import make_video
 from tests.tiny import tiny_config
@@ -132,7 +132,7 @@ def test_truncation_never_cuts_a_visual_span(processor):
 
 
 def test_save_and_load_round_trip(processor, tmp_path, videos):
-    VideoLlavaProcessor.register_for_auto_class("AutoProcessor")
+    LanguageBindVideoLlavaProcessor.register_for_auto_class("AutoProcessor")
     LanguageBindImageProcessor.register_for_auto_class("AutoImageProcessor")
     processor.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "processor_config.json").read_text())
@@ -140,7 +140,7 @@ def test_save_and_load_round_trip(processor, tmp_path, videos):
     for name in ("processing_videollava.py", "image_processing_videollava.py", "video_io.py",
                  "video_processing_videollava.py", "chat_template.jinja"):
         assert (tmp_path / name).exists(), name
-    loaded = VideoLlavaProcessor.from_pretrained(tmp_path, trust_remote_code=True)  # image processor is Hub code
+    loaded = LanguageBindVideoLlavaProcessor.from_pretrained(tmp_path, trust_remote_code=True)  # image processor is Hub code
     assert loaded.chat_template == processor.chat_template and loaded.tokenizer.padding_side == "left"
     expected = processor(text="<video> <image>", videos=[str(videos[1])], images=[_image()], return_tensors="pt")
     actual = loaded(text="<video> <image>", videos=[str(videos[1])], images=[_image()], return_tensors="pt")
@@ -164,14 +164,14 @@ FRESH = textwrap.dedent(
 
 
 def test_fresh_process_autoprocessor_without_our_package(processor, tmp_path, videos):
-    VideoLlavaProcessor.register_for_auto_class("AutoProcessor")
+    LanguageBindVideoLlavaProcessor.register_for_auto_class("AutoProcessor")
     LanguageBindImageProcessor.register_for_auto_class("AutoImageProcessor")
     hub = tmp_path / "hub"
     processor.save_pretrained(hub)
     result = run_fresh(FRESH, hub, videos[0], tmp_path / "out.pt", cwd=tmp_path,
                        env={"HF_MODULES_CACHE": str(tmp_path / "modules")}, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "VideoLlavaProcessor 2" in result.stdout and "warn" not in result.stderr.lower()
+    assert "LanguageBindVideoLlavaProcessor 2" in result.stdout and "warn" not in result.stderr.lower()
     expected = processor(text="<video> <image>", videos=[str(videos[0])], images=[np.zeros((30, 40, 3), np.uint8)],
                          return_tensors="pt")
     actual = torch.load(tmp_path / "out.pt")

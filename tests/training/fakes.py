@@ -121,7 +121,7 @@ class FakeProcessor(ProcessorMixin):  # isinstance only: TRL checks the type
 
 
 def real_processor(config=None):
-    """The package's `VideoLlavaProcessor` for the tiny config and tokenizer."""
+    """The package's `LanguageBindVideoLlavaProcessor` for the tiny config and tokenizer."""
     from processing import build_processor
 
     return build_processor(config or tiny_config(), tiny_tokenizer())
@@ -129,10 +129,10 @@ def real_processor(config=None):
 
 def save_tiny_model(folder: str, seed: int = 0) -> str:
     """A tiny random model + its processor saved as a Hub custom-code folder (what stage 1 would start from)."""
-    from modeling_videollava import VideoLlavaForConditionalGeneration
+    from modeling_videollava import LanguageBindVideoLlavaForConditionalGeneration
 
     torch.manual_seed(seed)
-    model = VideoLlavaForConditionalGeneration(tiny_config())
+    model = LanguageBindVideoLlavaForConditionalGeneration(tiny_config())
     model.save_pretrained(folder)
     real_processor(model.config).save_pretrained(folder)
     return folder

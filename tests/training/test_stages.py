@@ -19,7 +19,7 @@ class Projector(nn.Module):
 
 
 class Layout(nn.Module):
-    """The parameter layout of VideoLlavaForConditionalGeneration, in miniature."""
+    """The parameter layout of LanguageBindVideoLlavaForConditionalGeneration, in miniature."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from modeling_videollava import VideoLlavaForConditionalGeneration
+from modeling_videollava import LanguageBindVideoLlavaForConditionalGeneration
 from tests.tiny import tiny_config
 from tests.training.fakes import real_processor, write_llava_json
 from training.arguments import parse_args
@@ -23,7 +23,7 @@ def data_dir(tmp_path_factory):
 
 def _run(data_dir, out, *extra, model=None):
     torch.manual_seed(0)
-    model = model or VideoLlavaForConditionalGeneration(tiny_config())
+    model = model or LanguageBindVideoLlavaForConditionalGeneration(tiny_config())
     argv = ["--config", "training/configs/tiny_cpu.yaml", "--dataset", f"{data_dir}/train.json",
             "--image_folder", f"{data_dir}/images", "--video_folder", f"{data_dir}/videos",
             "--output_dir", str(out), "--disable_tqdm", "true", "--save_strategy", "no", *extra]
@@ -54,7 +54,7 @@ def test_stage2_full_leaves_towers_bit_identical(data_dir, tmp_path):
 def test_lora_touches_only_llm_and_projector_and_merge_matches(data_dir, tmp_path):
     from peft import PeftModel
 
-    base = VideoLlavaForConditionalGeneration(tiny_config())
+    base = LanguageBindVideoLlavaForConditionalGeneration(tiny_config())
     base_state = {k: v.clone() for k, v in base.state_dict().items()}
     base.save_pretrained(tmp_path / "base")
     model, result, _ = _run(data_dir, tmp_path / "out", "--train_language_model", "lora", "--lora_r", "4",
@@ -72,7 +72,7 @@ def test_lora_touches_only_llm_and_projector_and_merge_matches(data_dir, tmp_pat
     adapter_cfg = json.loads((tmp_path / "out/adapter_config.json").read_text())
     assert adapter_cfg["modules_to_save"] == ["multi_modal_projector"]
 
-    merged = VideoLlavaForConditionalGeneration.from_pretrained(tmp_path / "out/merged").eval()
+    merged = LanguageBindVideoLlavaForConditionalGeneration.from_pretrained(tmp_path / "out/merged").eval()
     merged_state = merged.state_dict()
     for name, value in base_state.items():
         same = torch.equal(value, merged_state[name])
@@ -82,7 +82,7 @@ def test_lora_touches_only_llm_and_projector_and_merge_matches(data_dir, tmp_pat
     assert changed == {"multi_modal_projector", "language_model"}
 
     # the adapter (reloaded onto the base) and the merged model agree
-    fresh_base = VideoLlavaForConditionalGeneration.from_pretrained(tmp_path / "base")
+    fresh_base = LanguageBindVideoLlavaForConditionalGeneration.from_pretrained(tmp_path / "base")
     adapter = PeftModel.from_pretrained(fresh_base, tmp_path / "out").eval()
     batch = result["trainer"].data_collator([result["trainer"].train_dataset[i] for i in range(4)])
     batch.pop("labels")

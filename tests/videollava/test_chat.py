@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modeling_videollava import VideoLlavaForConditionalGeneration
+from modeling_videollava import LanguageBindVideoLlavaForConditionalGeneration
 from processing import build_processor
 from tests.processing.media import make_video
 from tests.tiny import tiny_config, tiny_tokenizer
@@ -36,7 +36,7 @@ def tiny_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_model")
     config = tiny_config(num_frames=2)
-    VideoLlavaForConditionalGeneration(config).save_pretrained(path)
+    LanguageBindVideoLlavaForConditionalGeneration(config).save_pretrained(path)
     build_processor(config, tiny_tokenizer()).save_pretrained(path)
     return path
 
