@@ -61,6 +61,10 @@ class FrameTable:
         """Typical pts distance between consecutive frames."""
         return int(np.median(np.diff(self.pts))) if len(self.pts) > 1 else 1
 
+    def seconds(self, pts: int | None) -> float:
+        """Seconds from the first shown frame to `pts` (0 when unknown), for messages."""
+        return 0.0 if pts is None else float((pts - self.pts[0]) * self.time_base)
+
     def times(self) -> np.ndarray:
         """(N,) seconds from the first shown frame."""
         return (self.pts - self.pts[0]) * self.time_base
@@ -214,18 +218,20 @@ def decode_seeking(container, stream, table: FrameTable, wanted: np.ndarray,
             return None
         for packet in packets:
             t = packet.pts if packet.pts is not None else packet.dts
-            if packet.size == 0 and t is None:  # end of the stream
-                frames = _decode(codec, None, source, float(key * table.time_base))
+            if packet.size == 0 and t is not None:  # a dropped frame (AVI): sending it would drain the decoder
+                continue
+            if packet.size == 0:  # end of the stream
+                frames = _decode(codec, None, source, table.seconds(key))
             else:
                 codec.skip_frame = "DEFAULT" if t is None or t in batch else "NONREF"
-                frames = _decode(codec, packet, source, float((t or 0) * table.time_base))
+                frames = _decode(codec, packet, source, table.seconds(t))
                 unsent.discard(t)
                 if not unsent:  # every target is in the decoder: take them out without decoding further
-                    frames = frames + _decode(codec, None, source, float((t or 0) * table.time_base))
+                    frames = frames + _decode(codec, None, source, table.seconds(t))
             for frame in frames:
                 if frame.pts in batch and frame.pts not in found:
                     found[frame.pts] = to_rgb(frame)
-            if not unsent or packet.size == 0 and t is None:
+            if not unsent or packet.size == 0:
                 break
         codec.skip_frame = "DEFAULT"
         if not batch.issubset(found):

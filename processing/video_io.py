@@ -27,8 +27,8 @@ VideoSource = str | os.PathLike | bytes | bytearray | BinaryIO | np.ndarray | li
 MAX_CLIP_BYTES = 8 << 30
 
 
-class _RequestError(ValueError):
-    """The request (not the file) is unusable: passed to the caller as a `ValueError`, never as a decode error."""
+class VideoRequestError(ValueError):
+    """The request, not the file, is unusable (invalid arguments, too many frames); never a `VideoDecodeError`."""
 
 
 @dataclass
@@ -65,7 +65,7 @@ def _count(name: str, value: Any, optional: bool) -> int | None:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         hint = " or None" if optional else " (or pass fps= to sample by time)" if name == "num_frames" else ""
-        raise _RequestError(f"{name} must be a positive integer{hint}, got {value!r}")
+        raise VideoRequestError(f"{name} must be a positive integer{hint}, got {value!r}")
     return int(value)
 
 
@@ -75,7 +75,7 @@ def _seconds(name: str, value: Any, positive: bool = False) -> float | None:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
             or not math.isfinite(value) or (positive and value <= 0):
         kind = "a positive finite number" if positive else "a finite number of seconds"
-        raise _RequestError(f"{name} must be {kind}, got {value!r}")
+        raise VideoRequestError(f"{name} must be {kind}, got {value!r}")
     return float(value)
 
 
@@ -95,7 +95,7 @@ class _Request:
         request = cls(_count("num_frames", num_frames, optional=fps is not None), fps, _seconds("start", start),
                       _seconds("end", end), _count("max_frames", max_frames, optional=True))
         if request.start is not None and request.end is not None and request.end < request.start:
-            raise _RequestError(f"end={end} is before start={start}")
+            raise VideoRequestError(f"end={end} is before start={start}")
         return request
 
     def describe(self) -> str:
@@ -104,7 +104,7 @@ class _Request:
     def refuse_if_too_big(self, source: Any, count: int, height: int, width: int) -> None:
         need = count * height * width * 3
         if need > MAX_CLIP_BYTES:
-            raise _RequestError(f"{describe(source)}: {self.describe()} asks for {count} frames of {width}x{height} "
+            raise VideoRequestError(f"{describe(source)}: {self.describe()} asks for {count} frames of {width}x{height} "
                                 f"({need / 2**30:.1f} GiB, over the {MAX_CLIP_BYTES / 2**30:g} GiB limit); "
                                 f"pass max_frames= or sample fewer frames")
 
@@ -116,7 +116,7 @@ class _Request:
             hi = np.inf if self.end is None else self.end
             window = window[(times >= lo) & (times <= hi)]
             if len(window) == 0:
-                raise _RequestError(f"{describe(source)}: no frame between start={self.start} and end={self.end} "
+                raise VideoRequestError(f"{describe(source)}: no frame between start={self.start} and end={self.end} "
                                     f"(video spans 0-{times[-1]:.3f} s)")
         if self.fps is None:
             self.refuse_if_too_big(source, min(self.num_frames, self.max_frames or self.num_frames), height, width)
@@ -175,7 +175,7 @@ def _frames_from_arrays(source: Any) -> np.ndarray:
 
 def _load_arrays(source: Any, request: _Request) -> VideoClip:
     if request.fps is not None:
-        raise _RequestError("fps= needs timestamps; decoded frame arrays have none, use num_frames=")
+        raise VideoRequestError("fps= needs timestamps; decoded frame arrays have none, use num_frames=")
     try:
         frames = _frames_from_arrays(source)
     except ValueError as err:
@@ -196,7 +196,7 @@ def _load_file(source: Any, request: _Request) -> VideoClip:
 
     try:
         frames, indices, times = decode_file(source, select)
-    except (VideoDecodeError, _RequestError):
+    except (VideoDecodeError, VideoRequestError):
         raise
     except (av.FFmpegError, ValueError, OSError, EOFError, IndexError, KeyError, RuntimeError) as err:
         raise VideoDecodeError(source, f"{type(err).__name__}: {err}") from err
