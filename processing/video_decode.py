@@ -4,9 +4,10 @@ The frame table (presentation timestamps and keyframes) comes from demuxing pack
 trust container metadata; it is compared with what the container declares (frame count, duration) so that a
 truncated file is an error, not a shorter video. Frames are then decoded only from the keyframe before each target:
 packets that are not targets are decoded with `skip_frame="NONREF"` (frames nothing refers to are skipped), targets
-fully, and the decoder is drained after the last target of a GOP. When timestamps are missing or the decoder
-disagrees with the table, a counted decode of every frame is the exact but slow fallback. Slice threading only:
-frame threading ("AUTO") costs a pipeline refill at every seek and hides decode errors.
+fully, and the decoder is drained after the last target of a GOP. GOPs are independent, so for paths and bytes
+they are shared out among `DECODE_WORKERS` threads, each with its own container. When timestamps are missing or
+the decoder disagrees with the table, a counted decode of every frame is the exact but slow fallback. Slice
+threading inside the decoder, never frame threading ("AUTO"): that hides the decode error of a damaged last frame.
 Uploaded as Hub custom code: imports only installed libraries.
 """
 
@@ -16,6 +17,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,8 @@ logger = logging.getLogger(__name__)
 # Frame count and duration may fall short of the declaration by this much (rounding in muxers), no more.
 FRAME_SLACK, FRAME_SLACK_FRACTION = 1, 0.01
 DURATION_SLACK_FRAMES, DURATION_SLACK_FRACTION = 2, 0.005
+# Threads decoding GOPs in parallel for paths and bytes (a file object cannot be read from two places at once).
+DECODE_WORKERS = min(4, os.cpu_count() or 1)
 Selector = Callable[[np.ndarray, int, int], np.ndarray]  # (times (N,), height, width) -> frame indices (T,)
 _DURATION_TAG = re.compile(r"^(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
 
@@ -198,22 +202,20 @@ def _seek(container, stream, table: FrameTable, key: int):
     return None
 
 
-def decode_seeking(container, stream, table: FrameTable, wanted: np.ndarray,
-                   source: Any) -> dict[int, np.ndarray] | None:
-    """RGB frames for `wanted` pts (sorted, unique), decoding only the GOPs that hold them.
+def _decode_gops(container, stream, table: FrameTable, gops: list[tuple[int, set[int]]],
+                 source: Any) -> dict[int, np.ndarray] | None:
+    """RGB frames for the target pts of each (keyframe, targets) GOP; None when the decoder disagrees with the table.
 
     Per GOP: seek to its keyframe, send packets with `skip_frame="NONREF"` except the targets themselves, drain the
-    decoder once every target of the GOP was sent. None when the decoder disagrees with the table.
+    decoder once every target of the GOP was sent.
     """
     codec = stream.codec_context
     if codec is None:
         return None
     found: dict[int, np.ndarray] = {}
-    gops = table.keyframes[np.searchsorted(table.keyframes, wanted, side="right") - 1]
-    for key in np.unique(gops):
-        batch = {int(t) for t in wanted[gops == key]}
+    for key, batch in gops:
         unsent = set(batch)
-        packets = _seek(container, stream, table, int(key))
+        packets = _seek(container, stream, table, key)
         if packets is None:
             return None
         for packet in packets:
@@ -237,6 +239,35 @@ def decode_seeking(container, stream, table: FrameTable, wanted: np.ndarray,
         if not batch.issubset(found):
             return None
     return found
+
+
+def decode_seeking(container, stream, table: FrameTable, wanted: np.ndarray, source: Any,
+                   workers: int = 1) -> dict[int, np.ndarray] | None:
+    """RGB frames for `wanted` pts (sorted, unique), decoding only the GOPs that hold them.
+
+    With `workers` > 1 the GOPs are shared out (longest first, to the least loaded) among that many threads, each
+    with its own container; PyAV releases the GIL while decoding. None when the decoder disagrees with the table.
+    """
+    keys = table.keyframes[np.searchsorted(table.keyframes, wanted, side="right") - 1]
+    gops = [(int(k), {int(t) for t in wanted[keys == k]}) for k in np.unique(keys)]
+    workers = max(1, min(workers, len(gops)))
+    if workers == 1:
+        return _decode_gops(container, stream, table, gops, source)
+    cost = {k: np.searchsorted(table.pts, max(b)) - np.searchsorted(table.pts, k) for k, b in gops}  # frames
+    shares: list[list[tuple[int, set[int]]]] = [[] for _ in range(workers)]
+    for gop in sorted(gops, key=lambda g: -cost[g[0]]):
+        min(shares, key=lambda share: sum(cost[k] for k, _ in share)).append(gop)
+
+    def decode_share(share: list[tuple[int, set[int]]]) -> dict[int, np.ndarray] | None:
+        with open_container(source) as own:
+            return _decode_gops(own, video_stream(own, source), table, share, source)
+
+    with ThreadPoolExecutor(workers - 1) as pool:
+        others = pool.map(decode_share, shares[1:])
+        parts = [_decode_gops(container, stream, table, shares[0], source), *others]
+    if any(part is None for part in parts):
+        return None
+    return {pts: frame for part in parts for pts, frame in part.items()}
 
 
 def decode_counted(source: Any, select: Selector) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -287,7 +318,8 @@ def decode_file(source: Any, select: Selector) -> tuple[np.ndarray, np.ndarray, 
             times = table.times()
             indices = select(times, *_frame_size(stream))
             wanted = np.unique(table.pts[indices])
-            found = decode_seeking(container, stream, table, wanted, source)
+            workers = DECODE_WORKERS if isinstance(source, (str, os.PathLike, bytes, bytearray)) else 1
+            found = decode_seeking(container, stream, table, wanted, source, workers)
             if found is not None:
                 return np.stack([found[int(p)] for p in table.pts[indices]]), indices, times
     logger.info("Video %s: no reliable frame table, decoding every frame.", describe(source))

@@ -104,9 +104,9 @@ class _Request:
     def refuse_if_too_big(self, source: Any, count: int, height: int, width: int) -> None:
         need = count * height * width * 3
         if need > MAX_CLIP_BYTES:
-            raise VideoRequestError(f"{describe(source)}: {self.describe()} asks for {count} frames of {width}x{height} "
-                                f"({need / 2**30:.1f} GiB, over the {MAX_CLIP_BYTES / 2**30:g} GiB limit); "
-                                f"pass max_frames= or sample fewer frames")
+            raise VideoRequestError(f"{describe(source)}: {self.describe()} asks for {count} frames of "
+                                    f"{width}x{height} ({need / 2**30:.1f} GiB, over the "
+                                    f"{MAX_CLIP_BYTES / 2**30:g} GiB limit); pass max_frames= or sample fewer frames")
 
     def select(self, times: np.ndarray, height: int, width: int, source: Any) -> tuple[np.ndarray, int]:
         """Frame indices picked from per-frame times (seconds, sorted); returns (indices, frames in the window)."""
@@ -116,8 +116,8 @@ class _Request:
             hi = np.inf if self.end is None else self.end
             window = window[(times >= lo) & (times <= hi)]
             if len(window) == 0:
-                raise VideoRequestError(f"{describe(source)}: no frame between start={self.start} and end={self.end} "
-                                    f"(video spans 0-{times[-1]:.3f} s)")
+                raise VideoRequestError(f"{describe(source)}: no frame between start={self.start} and "
+                                        f"end={self.end} (video spans 0-{times[-1]:.3f} s)")
         if self.fps is None:
             self.refuse_if_too_big(source, min(self.num_frames, self.max_frames or self.num_frames), height, width)
             picked = window[sample_indices(len(window), self.num_frames)]

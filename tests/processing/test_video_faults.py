@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from processing import VideoDecodeError, load_video
+from processing import VideoDecodeError, load_video, video_decode
 from processing.video_io import _on_screen
 from tests.processing.media import make_video, recipe_frames
 from tests.training.fakes import real_processor, write_llava_json
@@ -73,17 +73,25 @@ def test_incomplete_last_packet_is_truncation(intact, tmp_path):
         load_video(path, 8)
 
 
-def test_decode_error_in_last_frame_is_not_hidden(intact, tmp_path):
-    """Same size, damaged payload: only the decoder notices. Frame threading used to swallow this error."""
-    source = intact["faststart.mp4"]
+def damage(source: Path, frame: int, out: Path) -> Path:
+    """Overwrite the payload of one frame's packet with random bytes (same size: nothing looks truncated)."""
     with av.open(str(source)) as container:
-        last = [p for p in container.demux(video=0) if p.size][-1]
-        pos, size = last.pos, last.size
+        packet = [p for p in container.demux(video=0) if p.size][frame]
+        pos, size = packet.pos, packet.size
     data = bytearray(source.read_bytes())
-    data[pos + 4: pos + size] = np.random.default_rng(0).integers(0, 256, size - 4, dtype=np.uint8).tobytes()
-    path = tmp_path / "damaged_last.mp4"
-    path.write_bytes(bytes(data))
-    with pytest.raises(VideoDecodeError, match=r"damaged_last.mp4.*decoding failed near 1.56 s"):
+    data[pos + 4: pos + size] = np.random.default_rng(frame).integers(0, 256, size - 4, dtype=np.uint8).tobytes()
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize("frame,workers", [(39, 1), (33, 3)])
+def test_decode_errors_are_not_hidden(tmp_path, monkeypatch, frame, workers):
+    """A damaged frame only the decoder notices. Frame threading swallowed the error of the last one; with GOP
+    workers, frame 33's GOP is decoded in a worker thread and its error must reach the caller just the same."""
+    monkeypatch.setattr(video_decode, "DECODE_WORKERS", workers)
+    source = make_video(tmp_path / "gops.mp4", num_frames=40, size=(96, 64), gop=5, faststart=True)
+    path = damage(source, frame, tmp_path / f"damaged_{frame}.mp4")  # 8 targets: 0, 5, 11, 16, 22, 27, 33, 39
+    with pytest.raises(VideoDecodeError, match=rf"damaged_{frame}.mp4.*decoding failed near {frame * 0.04:.2f} s"):
         load_video(path, 8)
 
 

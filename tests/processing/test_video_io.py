@@ -72,6 +72,15 @@ def test_edit_list_shows_only_the_edit(media):
     assert clip.num_source_frames == 24 == count_frames(media["edit_list_trimmed.mp4"]) and clip.repeated
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+def test_gop_parallel_decoding_matches_recipe(media, monkeypatch, workers):
+    monkeypatch.setattr(video_decode, "DECODE_WORKERS", workers)
+    for name in ("h264_short_gop.mp4", "h264_bframes.mp4", "mpeg2_bframes.ts", "vp9.webm"):
+        for source in (media[name], media[name].read_bytes()):
+            clip = load_video(source, 8)
+            np.testing.assert_array_equal(clip.frames, recipe_frames(media[name], clip.indices))
+
+
 @pytest.mark.parametrize("name", ["vp9.webm", "h264_bframes.mp4", "mpeg2_bframes.ts"])
 def test_counted_fallback_matches_recipe(media, monkeypatch, name):
     monkeypatch.setattr(video_decode, "scan", lambda container, stream, source: None)
