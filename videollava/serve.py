@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - an unexpected failure: one line, the traceback with -v
         if verbose:
             raise
-        sys.stderr.write(f"error: {type(exc).__name__}: {first_line(exc)} (run `videollava -v serve ...` for details)\n")
+        hint = "run `videollava -v serve ...` for details"
+        sys.stderr.write(f"error: {type(exc).__name__}: {first_line(exc)} ({hint})\n")
         return 1
 
 

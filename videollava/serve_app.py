@@ -57,8 +57,8 @@ class ServeError(Exception):
 def check_transformers_version(version: str = transformers.__version__) -> None:
     """The hooks below subclass private parts of `transformers serve`; they are written for 5.23 only."""
     if not version.startswith(PINNED_TRANSFORMERS + "."):
-        raise ServeError(f"videollava serve hooks transformers {PINNED_TRANSFORMERS}'s serving classes; "
-                         f"transformers {version} is installed (pip install 'transformers>={PINNED_TRANSFORMERS},<5.24')")
+        raise ServeError(f"videollava serve hooks transformers {PINNED_TRANSFORMERS}'s serving classes; transformers "
+                         f"{version} is installed (pip install 'transformers>={PINNED_TRANSFORMERS},<5.24')")
 
 
 def _http_error(status: int, detail: str):
@@ -242,7 +242,7 @@ class VideoLlavaChatHandler(ChatCompletionHandler):
 
 
 def build_app(served: ServedModel, max_new_tokens: int = 256, load_medium: Callable[[str, str], Any] | None = None,
-              enable_cors: bool = False):
+              enable_cors: bool = False) -> tuple[Any, VideoLlavaModelManager]:
     """The FastAPI app (`transformers`' `build_server`) serving `served`; loads the model before returning.
 
     Returns:
@@ -267,7 +267,7 @@ def build_app(served: ServedModel, max_new_tokens: int = 256, load_medium: Calla
 
 def served_model(model: str | None, default_path: Path, device, dtype: str, trust_remote_code: bool,
                  name: str | None = None) -> ServedModel:
-    """The served model's name and aliases: `--model-name`, else `--model` as given, else `videollava/default_model`."""
+    """The served model: named `--model-name`, else `--model` as given, else `videollava/default_model`."""
     path = model or str(default_path)
     if model is None and not (default_path / "config.json").is_file():
         raise ServeError(f"the embedded model is missing from this install ({default_path}); pass --model")

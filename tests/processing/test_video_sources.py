@@ -36,7 +36,13 @@ def serve_directory(root: Path, delay_s: float = 0.0) -> Iterator[str]:
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):
+            pass  # clients that give up early (timeout and size-cap tests) close the connection mid-answer
+
+    server = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -176,3 +182,14 @@ def test_bad_images_name_the_source(media, name, reason):
     with pytest.raises(MediaSourceError, match="not an image") as info:
         load_image_source(url)
     assert "data:image/png;base64 (" in str(info.value) and len(str(info.value)) < 200
+
+
+def test_hub_folders_ship_video_sources(tmp_path):
+    """`video_io` and the image processor import it, so a saved processor folder must carry it, unchanged."""
+    import processing
+    from processing import build_processor
+    from tests.tiny import tiny_config, tiny_tokenizer
+
+    build_processor(tiny_config(), tiny_tokenizer()).save_pretrained(tmp_path)
+    source = Path(processing.__file__).parent / "video_sources.py"
+    assert (tmp_path / "video_sources.py").read_bytes() == source.read_bytes()

@@ -172,7 +172,8 @@ def test_several_media_in_one_message_equal_chat(server, http_samples, tmp_path)
     _, processor = load_processor(str(DEFAULT_MODEL))
     local = [("video", str(SAMPLES_DIR / "moving.mp4")), ("video", str(long_clip)),
              ("image", str(SAMPLES_DIR / "shapes.png"))]
-    messages = [{"role": "user", "content": [*({"type": k, k: v} for k, v in local), {"type": "text", "text": question}]}]
+    content = [{"type": kind, kind: source} for kind, source in local]
+    messages = [{"role": "user", "content": [*content, {"type": "text", "text": question}]}]
     expected = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     assert processor.num_frames == 8
     assert body["usage"]["prompt_tokens"] == len(expected["input_ids"][0])
