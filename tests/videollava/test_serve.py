@@ -211,6 +211,9 @@ def test_unsupported_part_and_malformed_messages_are_400(server):
 def test_unknown_model_is_404(server):
     status, body = _post(server, {"model": "someone/other-model", "messages": [{"role": "user", "content": "hi"}]})
     assert status == 404 and "someone/other-model" in body["detail"] and NAME in body["detail"]
+    for model in (str(DEFAULT_MODEL), None):  # the served folder's path and no `model` name the served model too
+        status, body = _post(server, {"model": model, "messages": [{"role": "user", "content": "What shape is it?"}]})
+        assert status == 200 and body["model"] == NAME, body
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
