@@ -61,10 +61,22 @@ def check_transformers_version(version: str = transformers.__version__) -> None:
                          f"{version} is installed (pip install 'transformers>={PINNED_TRANSFORMERS},<5.24')")
 
 
-def _http_error(status: int, detail: str):
-    from fastapi import HTTPException
+class RequestError(Exception):
+    """A request the client must fix: answered with `status` and an OpenAI-style error body (see `error_body`)."""
 
-    return HTTPException(status_code=status, detail=detail)
+    def __init__(self, status: int, message: str, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param = status, message, param
+
+    def error_body(self) -> dict:
+        """OpenAI clients read `error.message`; FastAPI clients (and transformers' own errors) read `detail`."""
+        code = "model_not_found" if self.status == 404 else "invalid_request"
+        return {"error": {"message": self.message, "type": "invalid_request_error", "param": self.param,
+                          "code": code}, "detail": self.message}
+
+
+def _http_error(status: int, detail: str, param: str | None = None) -> RequestError:
+    return RequestError(status, detail, param)
 
 
 @dataclass
@@ -94,7 +106,7 @@ class VideoLlavaModelManager(ModelManager):
     def load_model_and_processor(self, model_id_and_revision: str, *args, **kwargs):
         if model_id_and_revision != self.process_model_name(self.served.name):
             raise _http_error(404, f"model {model_id_and_revision.rsplit('@', 1)[0]!r} is not served here "
-                                   f"(this server serves {self.served.name!r}; see GET /v1/models)")
+                                   f"(this server serves {self.served.name!r}; see GET /v1/models)", "model")
         return super().load_model_and_processor(model_id_and_revision, *args, **kwargs)
 
     def _load_processor(self, model_id_and_revision: str, gguf_file: str | None = None):
@@ -156,14 +168,14 @@ class VideoLlavaChatHandler(ChatCompletionHandler):
         served = self.model_manager.served
         if not served.accepts(body.get("model")):
             raise _http_error(404, f"model {body.get('model')!r} is not served here (this server serves "
-                                   f"{served.name!r}; see GET /v1/models)")
+                                   f"{served.name!r}; see GET /v1/models)", "model")
         body["model"] = served.name
         return super()._resolve_model(body)
 
     def get_processor_inputs_from_messages(self, messages: Any, modality: Modality = Modality.VLM) -> list[dict]:
         """OpenAI messages -> chat-template messages with decoded media; a bad part raises HTTP 400 naming it."""
         if not isinstance(messages, list) or not messages:
-            raise _http_error(400, "`messages` must be a non-empty list of chat messages")
+            raise _http_error(400, "`messages` must be a non-empty list of chat messages", "messages")
         converted = []
         for i, message in enumerate(messages):
             if not isinstance(message, dict) or not isinstance(message.get("role"), str):
@@ -183,26 +195,26 @@ class VideoLlavaChatHandler(ChatCompletionHandler):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in ("text", "input_text"):
             if not isinstance(part.get("text"), str):
-                raise _http_error(400, f"{where} (text): `text` must be a string")
+                raise _http_error(400, f"{where} (text): `text` must be a string", where)
             return {"type": "text", "text": part["text"]}
         if kind not in MEDIA_PART_TYPES:
             raise _http_error(400, f"{where}: content part type {kind!r} is not supported "
-                                   "(use text, image_url or video_url)")
+                                   "(use text, image_url or video_url)", where)
         media = MEDIA_PART_TYPES[kind]
         url = part.get(kind)
         url = url.get("url") if isinstance(url, dict) else url
         if not isinstance(url, str) or not url:
             raise _http_error(400, f"{where} ({kind}): give the {media} as {{\"url\": ...}} (data:, http(s):// "
-                                   "or a path)")
+                                   "or a path)", where)
         if role != "user":
-            raise _http_error(400, f"{where} ({kind}): media are read from user messages only, not {role!r}")
+            raise _http_error(400, f"{where} ({kind}): media are read from user messages only, not {role!r}", where)
         try:
             data = self.load_medium(media, url)
         except (ValueError, OSError, ChatError) as err:
             reason = getattr(err, "reason", None) or first_line(err)
             reason = reason if len(reason) <= _REASON_CHARS else reason[:_REASON_CHARS] + "..."
             raise _http_error(400, f"{where} ({kind}) {describe_source(url)}: cannot read the {media}: "
-                                   f"{reason}") from None
+                                   f"{reason}", where) from None
         return {"type": media, media: data}
 
     def _prepare(self, body: dict, model, processor) -> dict:
@@ -212,11 +224,12 @@ class VideoLlavaChatHandler(ChatCompletionHandler):
             inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                    return_dict=True, return_tensors="pt")
         except ValueError as err:  # e.g. media placeholders that do not match the media
-            raise _http_error(400, f"messages: {first_line(err)}") from None
+            raise _http_error(400, f"messages: {first_line(err)}", "messages") from None
         limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
         length = inputs["input_ids"].shape[-1]
         if limit is not None and length >= limit:
-            raise _http_error(400, f"messages: the prompt is {length} tokens, the model takes at most {limit}")
+            raise _http_error(400, f"messages: the prompt is {length} tokens, the model takes at most {limit}",
+                              "messages")
         return inputs.to(model.device)
 
     async def handle_request(self, body: dict, request_id: str):
@@ -262,6 +275,13 @@ def build_app(served: ServedModel, max_new_tokens: int = 256, load_medium: Calla
         generation_state=state,
         enable_cors=enable_cors,
     )
+
+    async def request_error(_request, exc: RequestError):
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse(exc.error_body(), status_code=exc.status)
+
+    app.add_exception_handler(RequestError, request_error)
     return app, manager
 
 
@@ -279,5 +299,5 @@ def served_model(model: str | None, default_path: Path, device, dtype: str, trus
     return ServedModel(name or model or "videollava/default_model", path, device, dtype, trust_remote_code, aliases)
 
 
-__all__ = ["PINNED_TRANSFORMERS", "ServeError", "ServedModel", "VideoLlavaChatHandler", "VideoLlavaModelManager",
-           "build_app", "check_transformers_version", "default_media_loader", "served_model"]
+__all__ = ["PINNED_TRANSFORMERS", "RequestError", "ServeError", "ServedModel", "VideoLlavaChatHandler",
+           "VideoLlavaModelManager", "build_app", "check_transformers_version", "default_media_loader", "served_model"]

@@ -179,6 +179,23 @@ def test_several_media_in_one_message_equal_chat(server, http_samples, tmp_path)
     assert body["usage"]["prompt_tokens"] == len(expected["input_ids"][0])
 
 
+def test_openai_client(server):
+    """The official `openai` client: plain, streamed, and a 404 whose message it shows."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list()] == [NAME]
+    sample = next(s for s in SAMPLES if s["file"].endswith(".mp4"))
+    qa = sample["questions"][-1]
+    messages = _message(("video_url", f"sample:{sample['file']}"), question=qa["question"])
+    answer = client.chat.completions.create(model=NAME, messages=messages, temperature=0)
+    assert answer.choices[0].message.content == qa["model_answer"]
+    chunks = client.chat.completions.create(model=NAME, messages=messages, temperature=0, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == qa["model_answer"]
+    with pytest.raises(openai.NotFoundError, match="is not served here"):
+        client.chat.completions.create(model="other", messages=messages)
+
+
 ################
 # Errors
 ################
@@ -198,6 +215,8 @@ def test_bad_media_is_400_naming_the_part(server, http_samples, part, reason):
     assert status == 400, body
     assert body["detail"].startswith(f"messages[0].content[1] ({kind})") and reason in body["detail"], body
     assert len(body["detail"]) < 400, body  # never the whole payload
+    assert body["error"] == {"message": body["detail"], "type": "invalid_request_error",
+                             "param": "messages[0].content[1]", "code": "invalid_request"}  # what OpenAI clients read
 
 
 def test_unsupported_part_and_malformed_messages_are_400(server):
@@ -211,6 +230,7 @@ def test_unsupported_part_and_malformed_messages_are_400(server):
 def test_unknown_model_is_404(server):
     status, body = _post(server, {"model": "someone/other-model", "messages": [{"role": "user", "content": "hi"}]})
     assert status == 404 and "someone/other-model" in body["detail"] and NAME in body["detail"]
+    assert body["error"]["code"] == "model_not_found" and body["error"]["param"] == "model"
     for model in (str(DEFAULT_MODEL), None):  # the served folder's path and no `model` name the served model too
         status, body = _post(server, {"model": model, "messages": [{"role": "user", "content": "What shape is it?"}]})
         assert status == 200 and body["model"] == NAME, body
