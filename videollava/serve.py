@@ -48,6 +48,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enable-cors", action="store_true", help="allow requests from any origin (browsers)")
 
 
+def _check_address(host: str, port: int) -> None:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ChatError(f"--host {host}: unknown address ({exc.strerror})") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ChatError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
     try:
@@ -62,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise ChatError(f"videollava serve needs the serve extra: pip install -e '.[serve]' "
                             f"({first_line(exc)})") from exc
+        _check_address(args.host, args.port)  # before the model loads: a taken port fails at once
         from transformers.utils import logging as hf_logging
 
         if not verbose:

@@ -239,11 +239,17 @@ def test_unknown_model_is_404(server):
 def test_cli_errors_are_one_line(tmp_path, capsys):
     from videollava.cli import main
 
-    for args, reason in ((["--model", str(tmp_path / "missing")], "no such folder"),
-                         (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1")):
-        assert main(["serve", *args, "--port", "1"]) == 1
-        err = capsys.readouterr().err
-        assert err.startswith("error: ") and reason in err and len(err.strip().splitlines()) == 1, err
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = str(taken.getsockname()[1])
+    with taken:
+        for args, reason in ((["--model", str(tmp_path / "missing"), "--port", "0"], "no such folder"),
+                             (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+                             (["--port", port], f"cannot listen on 127.0.0.1:{port}: Address already in use")):
+            assert main(["serve", *args]) == 1
+            err = capsys.readouterr().err
+            assert err.startswith("error: ") and reason in err and len(err.strip().splitlines()) == 1, err
 
 
 ################
