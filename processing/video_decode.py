@@ -4,11 +4,11 @@ The frame table (presentation timestamps and keyframes) comes from demuxing pack
 trust container metadata; it is compared with what the container declares (frame count, duration) so that a
 truncated file is an error, not a shorter video. Frames are then decoded only from the keyframe before each target:
 packets that are not targets are decoded with `skip_frame="NONREF"` (frames nothing refers to are skipped), targets
-fully, and the decoder is drained after the last target of a GOP. GOPs are independent, so for paths and bytes
-they are shared out among `DECODE_WORKERS` threads, each with its own container. When timestamps are missing or
-the decoder disagrees with the table, a counted decode of every frame is the exact but slow fallback. Slice
-threading inside the decoder, never frame threading ("AUTO"): that hides the decode error of a damaged last frame.
-Uploaded as Hub custom code: imports only installed libraries.
+fully, and the decoder is drained after the last target of a GOP. GOPs are independent, so for paths, bytes and
+`io.BytesIO` they are shared out among `DECODE_WORKERS` threads, each with its own container. When timestamps are
+missing or the decoder disagrees with the table, a counted decode of every frame is the exact but slow fallback.
+Slice threading inside the decoder, never frame threading ("AUTO"): that hides the decode error of a damaged last
+frame. Uploaded as Hub custom code: imports only installed libraries.
 """
 
 import io
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 # Frame count and duration may fall short of the declaration by this much (rounding in muxers), no more.
 FRAME_SLACK, FRAME_SLACK_FRACTION = 1, 0.01
 DURATION_SLACK_FRAMES, DURATION_SLACK_FRACTION = 2, 0.005
-# Threads decoding GOPs in parallel for paths and bytes (a file object cannot be read from two places at once).
+# Threads decoding GOPs in parallel for paths and bytes (other file objects cannot be read from two places at once).
 DECODE_WORKERS = min(4, os.cpu_count() or 1)
 Selector = Callable[[np.ndarray, int, int], np.ndarray]  # (times (N,), height, width) -> frame indices (T,)
 _DURATION_TAG = re.compile(r"^(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
@@ -79,6 +79,8 @@ def open_container(source: Any):
 
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
+    elif isinstance(source, io.BytesIO):  # a reader of its own (no copy): GOP workers read the same bytes at once
+        source = io.BytesIO(source.getvalue())
     elif isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.isfile(path):
@@ -318,7 +320,7 @@ def decode_file(source: Any, select: Selector) -> tuple[np.ndarray, np.ndarray, 
             times = table.times()
             indices = select(times, *_frame_size(stream))
             wanted = np.unique(table.pts[indices])
-            workers = DECODE_WORKERS if isinstance(source, (str, os.PathLike, bytes, bytearray)) else 1
+            workers = DECODE_WORKERS if isinstance(source, (str, os.PathLike, bytes, bytearray, io.BytesIO)) else 1
             found = decode_seeking(container, stream, table, wanted, source, workers)
             if found is not None:
                 return np.stack([found[int(p)] for p in table.pts[indices]]), indices, times

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .video_decode import VideoDecodeError, decode_file, describe
+from .video_sources import fetch_source
 
 
 logger = logging.getLogger(__name__)
@@ -234,6 +235,7 @@ def load_video(
         `ValueError`: invalid arguments, or a request needing more than `MAX_CLIP_BYTES` of frames.
     """
     request = _Request.check(num_frames, fps, start, end, max_frames)
+    source = fetch_source(source, VideoDecodeError)  # data: / http(s):// URLs -> in-memory file (video_sources.py)
     if isinstance(source, (np.ndarray, list, tuple)):
         return _load_arrays(source, request)
     return _load_file(source, request)
