@@ -8,6 +8,15 @@ import av
 import numpy as np
 
 
+# Prelude of subprocess scripts: the processing Hub files alone, imported the way a Hub folder is (no torch import).
+HUB_PRELUDE = f"""
+import sys, types
+package = types.ModuleType("hub_processing")
+package.__path__ = [{str(Path(__file__).resolve().parents[2] / "processing")!r}]
+sys.modules["hub_processing"] = package
+"""
+
+
 def pattern(index: int, height: int, width: int) -> np.ndarray:
     """A frame whose content depends on its index (moving bars + noise seeded by the index), (H, W, 3) uint8."""
     rng = np.random.default_rng(index)

@@ -12,14 +12,13 @@ import pytest
 
 from processing import VideoDecodeError, load_video, video_decode
 from processing.video_io import _on_screen
-from tests.processing.media import make_video, recipe_frames
+from tests.processing.media import HUB_PRELUDE, make_video, recipe_frames
 from tests.training.fakes import real_processor, write_llava_json
 from training.collator import VideoLlavaCollator
 from training.data import DataSource, load_training_data
 from training.media import SkipLedger, read_skip_log
 
 
-REPO = Path(__file__).resolve().parents[2]
 
 # Containers that declare their length: MP4 with the index first (frame count, track duration), Matroska / WebM
 # (per-track DURATION tag), AVI (frame count in the header).
@@ -128,14 +127,11 @@ def test_on_screen_equals_the_grid_rule_without_the_grid():
         np.testing.assert_array_equal(_on_screen(times, fps), expected)
 
 
-CAPPED = textwrap.dedent(
+CAPPED = HUB_PRELUDE + textwrap.dedent(
     """
-    import resource, sys, types
+    import resource
     resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # a regression fails here instead of OOM-killing
-    package = types.ModuleType("hub_video")  # the Hub files alone, as a Hub folder loads them (no torch import)
-    package.__path__ = [sys.argv[2]]
-    sys.modules["hub_video"] = package
-    from hub_video.video_io import load_video
+    from hub_processing.video_io import load_video
     clip = load_video(sys.argv[1], fps=1e9)
     print("frames", len(clip), sorted(set(clip.indices.tolist())) == list(range(8)))
     for kwargs in ({"num_frames": 10 ** 12}, {"num_frames": 10 ** 7}):
@@ -149,8 +145,8 @@ CAPPED = textwrap.dedent(
 
 def test_absurd_requests_refused_before_allocating(tmp_path):
     path = make_video(tmp_path / "eight.mp4", num_frames=8)
-    result = subprocess.run([sys.executable, "-c", CAPPED, str(path), str(REPO / "processing")], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", CAPPED, str(path)], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert lines[0] == "frames 8 True"

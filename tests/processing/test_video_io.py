@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from processing import VideoDecodeError, load_video, sample_indices
-from processing import video_decode, video_io
-from tests.processing.media import count_frames, make_audio_only, make_video, pattern, recipe_frames, trim_edit_list
+from processing import video_decode
+from tests.processing.media import HUB_PRELUDE, count_frames, make_audio_only, make_video, pattern, recipe_frames, trim_edit_list
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def test_edit_list_shows_only_the_edit(media):
 def test_gop_parallel_decoding_matches_recipe(media, monkeypatch, workers):
     monkeypatch.setattr(video_decode, "DECODE_WORKERS", workers)
     for name in ("h264_short_gop.mp4", "h264_bframes.mp4", "mpeg2_bframes.ts", "vp9.webm"):
-        for source in (media[name], media[name].read_bytes()):
+        for source in (media[name], media[name].read_bytes(), io.BytesIO(media[name].read_bytes())):
             clip = load_video(source, 8)
             np.testing.assert_array_equal(clip.frames, recipe_frames(media[name], clip.indices))
 
@@ -164,11 +164,10 @@ def test_errors_name_source_and_reason(tmp_path, media):
         load_video([])
 
 
-FUZZ = textwrap.dedent(
+FUZZ = HUB_PRELUDE + textwrap.dedent(
     """
-    import sys
     import numpy as np
-    from processing.video_io import VideoDecodeError, load_video
+    from hub_processing.video_io import VideoDecodeError, load_video
     rng = np.random.default_rng(0)
     variants = []
     for path in sys.argv[1:]:
