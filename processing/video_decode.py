@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 FRAME_SLACK, FRAME_SLACK_FRACTION = 1, 0.01
 DURATION_SLACK_FRAMES, DURATION_SLACK_FRACTION = 2, 0.005
 # Threads decoding GOPs in parallel for paths and bytes (other file objects cannot be read from two places at once).
-DECODE_WORKERS = min(4, os.cpu_count() or 1)
+DECODE_WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 Selector = Callable[[np.ndarray, int, int], np.ndarray]  # (times (N,), height, width) -> frame indices (T,)
 _DURATION_TAG = re.compile(r"^(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
 
