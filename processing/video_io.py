@@ -120,8 +120,9 @@ class _Request:
                 raise VideoRequestError(f"{describe(source)}: no frame between start={self.start} and "
                                         f"end={self.end} (video spans 0-{times[-1]:.3f} s)")
         if self.fps is None:
-            self.refuse_if_too_big(source, min(self.num_frames, self.max_frames or self.num_frames), height, width)
-            picked = window[sample_indices(len(window), self.num_frames)]
+            count = min(self.num_frames, self.max_frames or self.num_frames)
+            self.refuse_if_too_big(source, count, height, width)
+            picked = window[sample_indices(len(window), count)]
         else:
             picked = window[_on_screen(times[window], self.fps)]
         if self.max_frames is not None and len(picked) > self.max_frames:

@@ -134,6 +134,7 @@ CAPPED = HUB_PRELUDE + textwrap.dedent(
     from hub_processing.video_io import load_video
     clip = load_video(sys.argv[1], fps=1e9)
     print("frames", len(clip), sorted(set(clip.indices.tolist())) == list(range(8)))
+    print("capped", load_video(sys.argv[1], 10 ** 12, max_frames=3).indices.tolist())
     for kwargs in ({"num_frames": 10 ** 12}, {"num_frames": 10 ** 7}):
         try:
             load_video(sys.argv[1], **kwargs)
@@ -149,8 +150,8 @@ def test_absurd_requests_refused_before_allocating(tmp_path):
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert lines[0] == "frames 8 True"
-    assert len(lines) == 3 and all("eight.mp4" in line and "GiB limit" in line for line in lines[1:]), lines
+    assert lines[:2] == ["frames 8 True", "capped [0, 3, 7]"]
+    assert len(lines) == 4 and all("eight.mp4" in line and "GiB limit" in line for line in lines[2:]), lines
 
 
 # ---- defect 16: invalid arguments get clear errors ---------------------------------------------------------------
