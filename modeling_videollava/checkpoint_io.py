@@ -20,6 +20,7 @@ from .configuration_videollava import LanguageBindVideoLlavaConfig
 logger = logging.getLogger(__name__)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+HEAD, EMBED = "lm_head.weight", "model.language_model.embed_tokens.weight"
 
 
 class ConversionError(ValueError):
@@ -168,6 +169,37 @@ def unshare(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out[key] = tensor.clone() if pointer in seen and tensor.numel() else tensor.contiguous()
         seen.add(pointer)
     return out
+
+
+def declares_tie(config: dict) -> bool:
+    """Whether a source config.json ties the LM head to the input embeddings (top level or its text_config)."""
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    return config.get("tie_word_embeddings") is True or text.get("tie_word_embeddings") is True
+
+
+def settle_tied_head(
+    config: LanguageBindVideoLlavaConfig, state_dict: dict[str, torch.Tensor], declared: bool, source: str
+) -> None:
+    """Record in `config` whether `lm_head` is tied to `embed_tokens`, so that no tensor is lost either way.
+
+    A source that declares the tie and stores no `lm_head` (what `save_pretrained` writes), or one equal to the
+    embeddings (a `.bin` whose two keys share storage), is converted tied: the model re-ties on load. An `lm_head`
+    that differs from the embeddings is kept as its own tensor (untied), whatever the source declares.
+    """
+    head, embed = state_dict.get(HEAD), state_dict.get(EMBED)
+    tied = False
+    if declared and embed is not None:
+        if head is None:
+            tied = True
+        elif head.shape == embed.shape and torch.equal(head, embed):
+            tied = True
+            del state_dict[HEAD]
+        else:
+            logger.warning("%s declares tie_word_embeddings but its lm_head differs from embed_tokens: both kept, "
+                           "untied", source)
+    config.tie_word_embeddings = config.text_config.tie_word_embeddings = tied
+    if tied:
+        logger.info("%s: lm_head is tied to embed_tokens; written once, with tie_word_embeddings=True", source)
 
 
 def save_model_folder(

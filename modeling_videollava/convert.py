@@ -26,12 +26,16 @@ from pathlib import Path
 import torch
 
 from .checkpoint_io import (
+    EMBED,
+    HEAD,
     ConversionError,
     copy_tokenizer,
+    declares_tie,
     expected_shapes,
     read_config,
     read_state_dict,
     save_model_folder,
+    settle_tied_head,
     staged_folder,
     verify_written,
 )
@@ -75,7 +79,6 @@ TO_HF_RULES: Rules = [
     (r"^lm_head\.weight$", r"language_model.lm_head.weight"),
 ]
 MEDIA_TOKENS = ("<image>", "<video>", "<pad>")
-HEAD, EMBED = "lm_head.weight", "model.language_model.embed_tokens.weight"
 
 
 def rename(state_dict: dict[str, torch.Tensor], rules: Rules, source: str) -> dict[str, torch.Tensor]:
@@ -126,37 +129,6 @@ def pad_vocab(state_dict: dict[str, torch.Tensor], vocab_size: int) -> None:
         if weight is not None and weight.shape[0] < vocab_size:
             extra = weight.float().mean(0, keepdim=True).expand(vocab_size - weight.shape[0], -1).to(weight.dtype)
             state_dict[key] = torch.cat([weight, extra])
-
-
-def declares_tie(config: dict) -> bool:
-    """Whether a source config.json ties the LM head to the input embeddings (top level or its text_config)."""
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
-    return config.get("tie_word_embeddings") is True or text.get("tie_word_embeddings") is True
-
-
-def settle_tied_head(
-    config: LanguageBindVideoLlavaConfig, state_dict: dict[str, torch.Tensor], declared: bool, source: str
-) -> None:
-    """Record in `config` whether `lm_head` is tied to `embed_tokens`, so that no tensor is lost either way.
-
-    A source that declares the tie and stores no `lm_head` (what `save_pretrained` writes), or one equal to the
-    embeddings (a `.bin` whose two keys share storage), is converted tied: the model re-ties on load. An `lm_head`
-    that differs from the embeddings is kept as its own tensor (untied), whatever the source declares.
-    """
-    head, embed = state_dict.get(HEAD), state_dict.get(EMBED)
-    tied = False
-    if declared and embed is not None:
-        if head is None:
-            tied = True
-        elif head.shape == embed.shape and torch.equal(head, embed):
-            tied = True
-            del state_dict[HEAD]
-        else:
-            logger.warning("%s declares tie_word_embeddings but its lm_head differs from embed_tokens: both kept, "
-                           "untied", source)
-    config.tie_word_embeddings = config.text_config.tie_word_embeddings = tied
-    if tied:
-        logger.info("%s: lm_head is tied to embed_tokens; written once, with tie_word_embeddings=True", source)
 
 
 def with_media_tokens(llm: dict) -> dict:
