@@ -22,9 +22,8 @@ from argparse import Namespace
 from dataclasses import asdict
 from typing import Any
 
-from transformers.trainer_utils import get_last_checkpoint
-
 from .arguments import DataArguments, ExportArguments, ModelArguments, parse_args
+from .checkpoints import checkpoint_problem, newest_complete_checkpoint
 from .collator import VideoLlavaCollator
 from .data import load_training_data
 from .export import load_model, load_processor, push_folder, save_folder
@@ -93,16 +92,35 @@ def set_global_batch(training, global_batch_size: int | None) -> None:
 
 
 def resume_checkpoint(training) -> str | None:
-    """`--resume_from_checkpoint` as given; by default the last `checkpoint-*` in `output_dir`, if any."""
+    """`--resume_from_checkpoint` as given (checked); by default the newest *complete* `checkpoint-*` in
+    `output_dir`, if any, saying which one and why any newer one was skipped."""
     value = training.resume_from_checkpoint
     if value is not None and str(value).lower() in ("none", "false", "no"):
         return None
+    need_optimizer = not training.save_only_model
     if value not in (None, "", "auto", "last", "true", "True"):
+        problem = checkpoint_problem(str(value), need_optimizer)
+        if problem:
+            raise ValueError(f"--resume_from_checkpoint {value}: cannot resume from it: {problem}")
         return value
-    last = get_last_checkpoint(training.output_dir) if os.path.isdir(training.output_dir) else None
+    last, skipped = newest_complete_checkpoint(training.output_dir, need_optimizer)
+    for line in skipped:
+        logger.warning("not resuming from incomplete checkpoint %s", line)
     if last:
-        logger.info("resuming from %s", last)
+        newer = f"; skipped {len(skipped)} newer incomplete one(s), see above" if skipped else ""
+        logger.info("resuming from %s (the newest complete checkpoint%s)", last, newer)
+    elif skipped:
+        logger.warning("no complete checkpoint in %s: training starts from the beginning", training.output_dir)
     return last
+
+
+def final_logged_loss(log_history: list[dict[str, Any]]) -> str:
+    """The last training loss in `Trainer`'s logged history (which a resumed run restores from its checkpoint)."""
+    logged = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
+    if not logged:
+        return "n/a (no loss was logged: lower --logging_steps)"
+    step, loss = logged[-1]
+    return f"{round(loss, 4)} (step {step})"
 
 
 def train(
@@ -149,7 +167,7 @@ def train(
     plugin = trainer.accelerator.state.deepspeed_plugin
     if plugin is not None and plugin.zero_stage == 3:  # ranks must touch the same parameters (USER_NEEDS a10)
         model.config.run_unused_towers = True
-    result = trainer.train(resume_from_checkpoint=resume_checkpoint(training))
+    trainer.train(resume_from_checkpoint=resume_checkpoint(training))
     model.config.run_unused_towers = False
 
     ################
@@ -167,7 +185,7 @@ def train(
             * training.gradient_accumulation_steps,
             "epochs": training.num_train_epochs, "steps": trainer.state.global_step,
             "scheduler": training.lr_scheduler_type, "warmup": training.warmup_steps,
-            "final train loss": round(result.training_loss, 4),
+            "final train loss": final_logged_loss(trainer.state.log_history),
             **({"lora r / alpha": f"{stage.lora_r} / {stage.lora_alpha}"} if peft_config else {}),
         },
     }
