@@ -119,3 +119,14 @@ def test_push_to_hub_uploads_the_folder_offline(data_dir, tmp_path, monkeypatch)
     files = calls[1][2]
     assert {"README.md", "config.json", "model.safetensors", "modeling_videollava.py"} <= set(files)
     assert "me/tiny" in (tmp_path / "README.md").read_text()
+
+
+def test_card_loss_of_a_rerun_that_resumes_at_the_end_is_the_logged_one(data_dir, tmp_path):
+    """Defect 13: rerunning a finished (epoch-based) run resumes after its last epoch and trains 0 steps; the card
+    used that call's mean loss (0.0) instead of the logged history."""
+    steps = ("--max_steps", "-1", "--num_train_epochs", "1", "--save_strategy", "epoch")  # 16 samples: 4 steps
+    _, first, _ = _run(data_dir, tmp_path, *steps)
+    expected = f"| final train loss | {round(first['losses'][-1], 4)} (step 4) |"
+    assert expected in (tmp_path / "README.md").read_text()
+    _, again, _ = _run(data_dir, tmp_path, *steps)
+    assert again["global_step"] == 4 and expected in (tmp_path / "README.md").read_text()
