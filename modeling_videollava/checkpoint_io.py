@@ -263,7 +263,7 @@ def copy_tokenizer(src: Path, out: Path, config: LanguageBindVideoLlavaConfig, a
     ids = {"<image>": config.image_token_id, "<video>": config.video_token_id}
     found = {t: tokenizer.convert_tokens_to_ids(t) for t in ids}
     if found != ids:
-        raise ValueError(f"Tokenizer ids {found} disagree with the config's {ids} ({src}).")
+        raise ConversionError(f"Tokenizer ids {found} disagree with the config's {ids} ({src}).")
     if len(tokenizer) > config.text_config.vocab_size:
-        raise ValueError(f"Tokenizer has {len(tokenizer)} tokens but the model only {config.text_config.vocab_size}.")
+        raise ConversionError(f"Tokenizer has {len(tokenizer)} tokens but the model only {config.text_config.vocab_size}.")
     tokenizer.save_pretrained(out)
