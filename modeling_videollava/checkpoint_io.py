@@ -203,7 +203,11 @@ def settle_tied_head(
 
 
 def save_model_folder(
-    config: LanguageBindVideoLlavaConfig, state_dict: dict[str, torch.Tensor], out: Path, max_shard_size: str, dtype: str = "keep"
+    config: LanguageBindVideoLlavaConfig,
+    state_dict: dict[str, torch.Tensor],
+    out: Path,
+    max_shard_size: str,
+    dtype: str = "keep",
 ) -> Path:
     """Write config, Hub custom code and sharded safetensors for `state_dict` without materialising a model, then
     read the written keys back and check them against the model's expected set."""
@@ -265,5 +269,7 @@ def copy_tokenizer(src: Path, out: Path, config: LanguageBindVideoLlavaConfig, a
     if found != ids:
         raise ConversionError(f"Tokenizer ids {found} disagree with the config's {ids} ({src}).")
     if len(tokenizer) > config.text_config.vocab_size:
-        raise ConversionError(f"Tokenizer has {len(tokenizer)} tokens but the model only {config.text_config.vocab_size}.")
+        raise ConversionError(
+            f"Tokenizer has {len(tokenizer)} tokens but the model only {config.text_config.vocab_size} ({src})."
+        )
     tokenizer.save_pretrained(out)

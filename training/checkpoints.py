@@ -100,3 +100,9 @@ def newest_complete_checkpoint(output_dir: str, require_optimizer: bool = True) 
             return path, skipped
         skipped.append(f"{path}: {problem}")
     return None, skipped
+
+
+def checkpoint_step(folder: str) -> int:
+    """`global_step` recorded in a (complete) checkpoint's `trainer_state.json`."""
+    with open(os.path.join(folder, "trainer_state.json"), encoding="utf-8") as f:
+        return int(json.load(f)["global_step"])

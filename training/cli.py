@@ -23,11 +23,11 @@ from dataclasses import asdict
 from typing import Any
 
 from .arguments import DataArguments, ExportArguments, ModelArguments, parse_args
-from .checkpoints import checkpoint_problem, newest_complete_checkpoint
+from .checkpoints import checkpoint_problem, checkpoint_step, newest_complete_checkpoint
 from .collator import VideoLlavaCollator
-from .data import load_training_data
+from .data import DataFormatError, load_training_data
 from .export import load_model, load_processor, push_folder, save_folder
-from .media import SkipLedger, SkippedMediaSummary
+from .media import MediaError, SkipLedger, SkippedMediaSummary
 from .stages import StageArguments, apply_stage, log_trainable, lora_config
 from .trainer import VideoLlavaSFTTrainer
 
@@ -145,11 +145,11 @@ def train(
     ################
     # Dataset
     ################
-    dataset = load_training_data(data_args.sources(), strict=data_args.strict, seed=training.seed)
+    ledger = SkipLedger(training.output_dir, data_args.max_skipped_fraction, data_args.skip_min_seen)
+    dataset = load_training_data(data_args.sources(), strict=data_args.strict, seed=training.seed, ledger=ledger)
     num_frames = data_args.num_frames or model.config.video_config.num_frames
     collator = VideoLlavaCollator(
-        processor, num_frames=num_frames, max_length=training.max_length, strict=data_args.strict,
-        ledger=SkipLedger(training.output_dir, data_args.max_skipped_fraction),
+        processor, num_frames=num_frames, max_length=training.max_length, strict=data_args.strict, ledger=ledger,
     )
 
     set_global_batch(training, data_args.global_batch_size)
@@ -167,8 +167,13 @@ def train(
     plugin = trainer.accelerator.state.deepspeed_plugin
     if plugin is not None and plugin.zero_stage == 3:  # ranks must touch the same parameters (USER_NEEDS a10)
         model.config.run_unused_towers = True
-    trainer.train(resume_from_checkpoint=resume_checkpoint(training))
+    resume = resume_checkpoint(training)
+    start_step = checkpoint_step(resume) if resume else 0
+    trainer.train(resume_from_checkpoint=resume)
     model.config.run_unused_towers = False
+    trainer.accelerator.wait_for_everyone()
+    ledger.check_run(drawn=(trainer.state.global_step - start_step) * training.per_device_train_batch_size
+                     * training.gradient_accumulation_steps * training.world_size)
 
     ################
     # Save / export
@@ -229,5 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("training").setLevel(logging.INFO)
     data_args, model_args, stage, export, training = parse_args(argv)
-    train(data_args, model_args, stage, export, training)
+    try:
+        train(data_args, model_args, stage, export, training)
+    except (DataFormatError, MediaError) as err:  # bad data: one line, no traceback
+        logger.error("%s", err)
+        return 1
     return 0

@@ -78,7 +78,8 @@ def test_failed_conversion_leaves_no_partial_output(hf_folder, tmp_path, caplog)
     assert _convert(hf_folder, tmp_path / "out", caplog)[0] == 0
     first = (tmp_path / "out" / "model.safetensors").read_bytes()
     assert _convert(src, tmp_path / "out", caplog)[0] == 1
-    assert (tmp_path / "out" / "model.safetensors").read_bytes() == first and (tmp_path / "out" / "tokenizer.json").exists()
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == first
+    assert (tmp_path / "out" / "tokenizer.json").exists()
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("keep me")
     code, errors = _convert(hf_folder, tmp_path / "notes", caplog)
