@@ -171,9 +171,9 @@ def train(
     start_step = checkpoint_step(resume) if resume else 0
     trainer.train(resume_from_checkpoint=resume)
     model.config.run_unused_towers = False
-    trainer.accelerator.wait_for_everyone()
+    # this process's draws against this process's skips (its DataLoader workers share its ledger's run id)
     ledger.check_run(drawn=(trainer.state.global_step - start_step) * training.per_device_train_batch_size
-                     * training.gradient_accumulation_steps * training.world_size)
+                     * training.gradient_accumulation_steps)
 
     ################
     # Save / export

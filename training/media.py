@@ -169,8 +169,8 @@ class SkipLedger:
             self._enforce(self._drawn_skips(), self.seen, "samples skipped")
 
     def check_run(self, drawn: int) -> None:
-        """End-of-training check over every sample `drawn` in this run, all DataLoader workers and ranks together
-        (their skips are read back from the shared log)."""
+        """End-of-training check over the samples `drawn` by this process in this run, its DataLoader workers
+        included (their skips are read back from the shared log by this ledger's run id)."""
         if self.log_path is None:
             skipped = self._drawn_skips()
         else:
