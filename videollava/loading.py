@@ -22,6 +22,7 @@ Every failure a user can fix raises `ChatError` with a one-line message.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -137,15 +138,17 @@ class LoadOptions:
         return 4 if self.load_4bit else 8 if self.load_8bit else None
 
 
-def add_loading_arguments(parser: argparse.ArgumentParser, dtype_default: str = "auto",
-                          device: bool = True) -> None:
-    """The loading flags shared by `chat`, `demo`, `eval` and `serve` (read back with `options_from_args`)."""
+def add_loading_arguments(parser: argparse.ArgumentParser, dtype_default: str = "auto", device: bool = True,
+                          dtype: bool = True) -> None:
+    """The loading flags shared by `chat`, `demo`, `eval` and `serve` (read back with `options_from_args`);
+    `device=False` / `dtype=False` leave out flags the caller defines itself."""
     group = parser.add_argument_group("loading")
     if device:
         group.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda, cuda:N, mps")
-    group.add_argument("--dtype", default=dtype_default, choices=["auto", *DTYPES],
-                       help=f"weights / compute dtype (default {dtype_default}; auto = the checkpoint's, float32 on "
-                            "CPU for float16 checkpoints and for quantized models)")
+    if dtype:
+        group.add_argument("--dtype", default=dtype_default, choices=["auto", *DTYPES],
+                           help=f"weights / compute dtype (default {dtype_default}; auto = the checkpoint's, float32 "
+                                "on CPU for float16 checkpoints and for quantized models)")
     group.add_argument("--device-map", default=None, metavar="MAP",
                        help="auto | balanced | sequential: spread the model over every visible GPU (accelerate)")
     group.add_argument("--load-4bit", action="store_true",
@@ -156,12 +159,12 @@ def add_loading_arguments(parser: argparse.ArgumentParser, dtype_default: str = 
                             "compute dtype, as in the original) or all")
 
 
-def options_from_args(args: argparse.Namespace) -> LoadOptions:
+def options_from_args(args: argparse.Namespace, **overrides: Any) -> LoadOptions:
     """`LoadOptions` from the flags of `add_loading_arguments` (plus `--trust-remote-code` / `--revision` if present)."""
-    return LoadOptions(device=getattr(args, "device", "auto"), dtype=args.dtype, device_map=args.device_map,
-                       load_4bit=args.load_4bit, load_8bit=args.load_8bit, quantize=args.quantize,
-                       trust_remote_code=getattr(args, "trust_remote_code", False),
-                       revision=getattr(args, "revision", None))
+    values = dict(device=getattr(args, "device", "auto"), dtype=args.dtype, device_map=args.device_map,
+                  load_4bit=args.load_4bit, load_8bit=args.load_8bit, quantize=args.quantize,
+                  trust_remote_code=getattr(args, "trust_remote_code", False), revision=getattr(args, "revision", None))
+    return LoadOptions(**(values | overrides))
 
 
 def require_extra(module: str, extra: str, purpose: str) -> None:
@@ -220,6 +223,10 @@ def load_model(path: str, config=None, device: str | torch.device = "auto", dtyp
     if options.bits is not None:
         compute = torch_dtype if isinstance(torch_dtype, torch.dtype) else torch.float32
         kwargs["quantization_config"] = quantization_config(options.bits, compute, options.quantize)
+        bnb_logger = logging.getLogger("bitsandbytes")
+        if bnb_logger.level == logging.NOTSET and not logging.getLogger().isEnabledFor(logging.DEBUG):
+            # per-call notes of the CPU path ("inputs will be cast to float16", no `kernels` package): harmless
+            bnb_logger.setLevel(logging.ERROR)
     try:
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except ChatError:
@@ -229,6 +236,30 @@ def load_model(path: str, config=None, device: str | torch.device = "auto", dtyp
     logger.debug("loaded %s: dtype %s, device map %s, %s", path, torch_dtype, kwargs["device_map"],
                  f"{options.bits}-bit ({options.quantize})" if options.bits else "not quantized")
     return model.eval()
+
+
+def is_ours(path: str, revision: str | None = None) -> bool:
+    """Whether `path` holds this package's model type (loaded with our installed code, no `trust_remote_code`)."""
+    from transformers import AutoConfig
+
+    from modeling_videollava import LanguageBindVideoLlavaConfig
+
+    register_our_classes()
+    try:
+        return isinstance(AutoConfig.from_pretrained(path, revision=revision), LanguageBindVideoLlavaConfig)
+    except ValueError:  # a model type only its own Hub code knows
+        return False
+
+
+def load_model_and_processor(path: str, options: LoadOptions, padding_side: str | None = "left"):
+    """`(model, processor)` for batch callers (`videollava eval`): foreign model types run their own Hub code."""
+    if not options.trust_remote_code and not is_ours(path, options.revision):
+        options = dataclasses.replace(options, trust_remote_code=True)
+    config, processor = load_processor(path, options.trust_remote_code, options.revision)
+    model = load_model(path, config, options=options)
+    if padding_side is not None:
+        processor.tokenizer.padding_side = padding_side  # batched generation appends after the prompt
+    return model, processor
 
 
 def count_quantized(model) -> dict[str, int]:
@@ -280,5 +311,5 @@ def check_frames(config, num_frames: int | None) -> None:
 
 
 __all__ = ["DEFAULT_MODEL", "LLM_ONLY_SKIP", "SAMPLES_DIR", "ChatError", "LoadOptions", "add_loading_arguments",
-           "check_frames", "count_quantized", "first_line", "list_samples", "load_model", "load_processor",
+           "check_frames", "count_quantized", "first_line", "is_ours", "list_samples", "load_model", "load_model_and_processor", "load_processor",
            "options_from_args", "quantization_config", "require_extra", "resolve_device", "resolve_sample"]
