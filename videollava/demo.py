@@ -168,7 +168,7 @@ def sample_examples(default_frames: int | None, temperature: float, max_new_toke
 
 
 def build_demo(state: DemoState, temperature: float = 0.0, max_new_tokens: int = 256, title: str = "Video-LLaVA"):
-    """The Gradio Blocks app (not launched)."""
+    """The Gradio app (a `gr.ChatInterface`, not launched)."""
     require_extra("gradio", "demo", "videollava demo")
     import gradio as gr
 
@@ -178,20 +178,18 @@ def build_demo(state: DemoState, temperature: float = 0.0, max_new_tokens: int =
         gr.Slider(1, 1024, value=max_new_tokens, step=1, label="Max new tokens", render=False),
         gr.Slider(1, 32, value=frames, step=1, label="Frames per video", render=False),
     ]
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
-        gr.ChatInterface(
-            state.chat, multimodal=True, api_name="chat", title=title,
-            description="Ask about images and videos (several per message). Media are encoded once per "
-                        "conversation; follow-up questions reuse them.",
-            # no `file_types`: an unsupported file reaches `chat`, which answers with a warning in the chat
-            textbox=gr.MultimodalTextbox(file_count="multiple", placeholder="Attach images or videos and ask"),
-            chatbot=gr.Chatbot(label="Video-LLaVA", height=480),
-            additional_inputs=settings,
-            additional_inputs_accordion=gr.Accordion("Generation settings", open=False),
-            examples=sample_examples(state.default_frames, temperature, max_new_tokens) or None,
-            cache_examples=False,
-        )
-    return demo
+    return gr.ChatInterface(
+        state.chat, multimodal=True, api_name="chat", title=title,
+        description="Ask about images and videos (several per message). Media are encoded once per "
+                    "conversation; follow-up questions reuse them.",
+        # no `file_types`: an unsupported file reaches `chat`, which answers with a warning in the chat
+        textbox=gr.MultimodalTextbox(file_count="multiple", placeholder="Attach images or videos and ask"),
+        chatbot=gr.Chatbot(label="Video-LLaVA", height=480),
+        additional_inputs=settings,
+        additional_inputs_accordion=gr.Accordion("Generation settings", open=False),
+        examples=sample_examples(state.default_frames, temperature, max_new_tokens) or None,
+        cache_examples=False, analytics_enabled=False,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
