@@ -240,7 +240,7 @@ class Engine:
         return ids, ordered
 
     def _embed(self, ids: torch.Tensor, media: list[Medium], start: int = 0, end: int | None = None) -> torch.Tensor:
-        """Embeddings `(1, end - start, D)` of `ids[start:end]` with the features of the media whose tokens fall there."""
+        """Embeddings `(1, end - start, D)` of `ids[start:end]`, media features at the media's tokens there."""
         end = len(ids) if end is None else end
         embedding = self.model.get_input_embeddings()
         embeds = embedding(ids[start:end][None].to(embedding.weight.device))

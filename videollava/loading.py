@@ -71,7 +71,8 @@ def register_our_classes() -> None:
     from processing import LanguageBindImageProcessor
 
     AutoConfig.register(LanguageBindVideoLlavaConfig.model_type, LanguageBindVideoLlavaConfig, exist_ok=True)
-    AutoModelForImageTextToText.register(LanguageBindVideoLlavaConfig, LanguageBindVideoLlavaForConditionalGeneration, exist_ok=True)
+    AutoModelForImageTextToText.register(LanguageBindVideoLlavaConfig, LanguageBindVideoLlavaForConditionalGeneration,
+                                         exist_ok=True)
     AutoImageProcessor.register(LanguageBindVideoLlavaConfig, LanguageBindImageProcessor, exist_ok=True)
 
 
@@ -144,7 +145,8 @@ def add_loading_arguments(parser: argparse.ArgumentParser, dtype_default: str = 
     `device=False` / `dtype=False` leave out flags the caller defines itself."""
     group = parser.add_argument_group("loading")
     if device:
-        group.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda, cuda:N, mps")
+        group.add_argument("--device", default="auto",
+                           help="auto (default: cuda if available), cpu, cuda, cuda:N, mps")
     if dtype:
         group.add_argument("--dtype", default=dtype_default, choices=["auto", *DTYPES],
                            help=f"weights / compute dtype (default {dtype_default}; auto = the checkpoint's, float32 "
@@ -160,10 +162,11 @@ def add_loading_arguments(parser: argparse.ArgumentParser, dtype_default: str = 
 
 
 def options_from_args(args: argparse.Namespace, **overrides: Any) -> LoadOptions:
-    """`LoadOptions` from the flags of `add_loading_arguments` (plus `--trust-remote-code` / `--revision` if present)."""
+    """`LoadOptions` from the flags of `add_loading_arguments` (and `--trust-remote-code` / `--revision` if any)."""
     values = dict(device=getattr(args, "device", "auto"), dtype=args.dtype, device_map=args.device_map,
                   load_4bit=args.load_4bit, load_8bit=args.load_8bit, quantize=args.quantize,
-                  trust_remote_code=getattr(args, "trust_remote_code", False), revision=getattr(args, "revision", None))
+                  trust_remote_code=getattr(args, "trust_remote_code", False),
+                  revision=getattr(args, "revision", None))
     return LoadOptions(**(values | overrides))
 
 
@@ -311,5 +314,6 @@ def check_frames(config, num_frames: int | None) -> None:
 
 
 __all__ = ["DEFAULT_MODEL", "LLM_ONLY_SKIP", "SAMPLES_DIR", "ChatError", "LoadOptions", "add_loading_arguments",
-           "check_frames", "count_quantized", "first_line", "is_ours", "list_samples", "load_model", "load_model_and_processor", "load_processor",
+           "check_frames", "count_quantized", "first_line", "is_ours", "list_samples", "load_model",
+           "load_model_and_processor", "load_processor",
            "options_from_args", "quantization_config", "require_extra", "resolve_device", "resolve_sample"]

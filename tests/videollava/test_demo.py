@@ -89,8 +89,8 @@ def test_gradio_client_answers_the_samples_like_videollava_chat(demo_url):
         flag = "--video" if sample["file"].endswith(".mp4") else "--image"
         question = sample["questions"][0]["question"]
         expected = _chat_cli(flag, f"sample:{sample['file']}", question)
-        answer = _client(demo_url).predict({"text": question, "files": [handle_file(str(SAMPLES_DIR / sample["file"]))]},
-                                           api_name="/chat")
+        files = [handle_file(str(SAMPLES_DIR / sample["file"]))]
+        answer = _client(demo_url).predict({"text": question, "files": files}, api_name="/chat")
         assert [answer] == expected, (sample["file"], question)
 
 
@@ -155,7 +155,8 @@ def test_headless_chromium_uploads_a_video_and_reads_the_answer(demo_url, tmp_pa
     from playwright.sync_api import sync_playwright
 
     sample = next(s for s in SAMPLES if s["file"] == "moving.mp4")
-    expected = next(q["model_answer"] for q in sample["questions"] if q["question"] == "Which way does the shape move?")
+    question = "Which way does the shape move?"
+    expected = next(q["model_answer"] for q in sample["questions"] if q["question"] == question)
     follow_up = next(q for q in sample["questions"] if q["question"] == "What colour is the shape?")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
