@@ -251,8 +251,9 @@ class Engine:
             offset += len(span)
             inside = span[(span >= start) & (span < end)]
             if len(inside):
-                features = self.features(medium)[(inside - span[0])]  # only the rows that fall in [start, end)
-                embeds[0, inside - start] = features.to(embeds.device, embeds.dtype)
+                rows = self.features(medium)
+                features = rows[(inside - span[0]).to(rows.device)]  # only the rows that fall in [start, end)
+                embeds[0, (inside - start).to(embeds.device)] = features.to(embeds.device, embeds.dtype)
         return embeds
 
     def _visual_positions(self, ids: torch.Tensor) -> torch.Tensor:
@@ -325,9 +326,10 @@ class Engine:
             try:
                 with torch.inference_mode():
                     if keep < len(ids) - 1:  # prefill all but the last token; `generate` takes that one
-                        self.model(inputs_embeds=self._embed(ids, media, keep, len(ids) - 1), use_cache=True,
-                                   past_key_values=conv._cache, logits_to_keep=1,
-                                   attention_mask=torch.ones(1, len(ids) - 1, dtype=torch.long))
+                        embeds = self._embed(ids, media, keep, len(ids) - 1)
+                        self.model(inputs_embeds=embeds, use_cache=True, past_key_values=conv._cache,
+                                   logits_to_keep=1, attention_mask=torch.ones(1, len(ids) - 1, dtype=torch.long,
+                                                                               device=embeds.device))
                 device = self.model.get_input_embeddings().weight.device
                 max_new = settings.max_new_tokens if self._limit is None else min(settings.max_new_tokens,
                                                                                   self._limit - len(ids))
