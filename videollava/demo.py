@@ -201,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's start-up self-checks
     try:
         require_extra("gradio", "demo", "videollava demo")
+        if args.media_cache_mb < 0:
+            raise ChatError(f"--media-cache-mb must be >= 0, got {args.media_cache_mb}")
         options = options_from_args(args)
         if options.device_map is None:
             resolve_device(options.device)
