@@ -40,6 +40,10 @@ class DataArguments:
     max_skipped_fraction: float = field(
         default=0.05, metadata={"help": "fail the run when more than this fraction of samples was skipped"}
     )
+    skip_min_seen: int = field(
+        default=50, metadata={"help": "samples drawn before --max_skipped_fraction is checked during training "
+                                      "(loading the data and the end of training always check)"}
+    )
     group_by_modality_length: bool = field(
         default=False, metadata={"help": "group multimodal vs text-only samples by length (SPEC §8.4)"}
     )
