@@ -17,6 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from videollava.loading import ChatError, add_loading_arguments, options_from_args
+
 from . import runner
 from .judge import ChatJudge, JudgeConfig, JudgeError
 from .predictions import read_predictions, write_json
@@ -68,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--top-p", type=float)
     gen.add_argument("--num-beams", type=int, default=1)
     gen.add_argument("--seed", type=int, default=0)
+    add_loading_arguments(parser, device=False, dtype=False)  # --load-4bit / --load-8bit / --device-map / --quantize
     judge = parser.add_argument_group("judge (video QA): any OpenAI-compatible chat-completions endpoint")
     judge.add_argument("--judge-base-url", default="https://api.openai.com/v1")
     judge.add_argument("--judge-model", default="gpt-3.5-turbo")
@@ -121,7 +124,11 @@ def _generate_and_score(args: argparse.Namespace, task: Task) -> dict[str, Any] 
         shutil.rmtree(out / "shards", ignore_errors=True)
         (out / "predictions.jsonl").unlink(missing_ok=True)
     device = str(state.device) if state is not None else None
-    model, processor = runner.load_model_and_processor(args.model, args.dtype, args.revision, device)
+    try:
+        options = options_from_args(args, device=device or "auto")
+        model, processor = runner.load_model_and_processor(args.model, options=options)
+    except ChatError as exc:
+        raise SystemExit(f"error: {exc}") from exc
     settings = runner.GenerationSettings(
         max_new_tokens=args.max_new_tokens or task.max_new_tokens,
         do_sample=args.do_sample,

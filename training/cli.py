@@ -28,7 +28,7 @@ from .collator import VideoLlavaCollator
 from .data import DataFormatError, load_training_data
 from .export import load_model, load_processor, push_folder, save_folder
 from .media import MediaError, SkipLedger, SkippedMediaSummary
-from .stages import StageArguments, apply_stage, log_trainable, lora_config
+from .stages import StageArguments, apply_stage, log_trainable, lora_config, prepare_qlora
 from .trainer import VideoLlavaSFTTrainer
 
 
@@ -65,6 +65,10 @@ def build_model(model_args: ModelArguments, output_dir: str, trust_remote_code: 
             ))
     else:
         raise ValueError("pass --model_name_or_path, or --language_model with --image_tower and --video_tower")
+    if model_args.load_4bit:  # QLoRA
+        from .stages import load_4bit_model
+
+        return load_4bit_model(path, model_args.dtype, model_args.attn_implementation, trust_remote_code), path
     model = load_model(path, model_args.dtype, model_args.attn_implementation, trust_remote_code)
     return model, path
 
@@ -139,6 +143,8 @@ def train(
         source = model_args.model_name_or_path or "in-memory model"
     if processor is None:
         processor = load_processor(source, training.trust_remote_code)
+    if model_args.load_4bit:
+        prepare_qlora(model, training.gradient_checkpointing, training.gradient_checkpointing_kwargs)
     trainable = apply_stage(model, stage)
     peft_config = lora_config(stage)
 
@@ -204,8 +210,13 @@ def train(
         publish_dir = training.output_dir
         if peft_config is not None and export.merge_lora:
             merged_dir = os.path.join(training.output_dir, "merged")
-            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-            save_folder(merged, processor, merged_dir, card)
+            if model_args.load_4bit:  # QLoRA: merge into the full-precision base, not into the 4-bit copy
+                from .export import merge_lora
+
+                merge_lora(training.output_dir, merged_dir, base=source, card_kwargs=card)
+            else:
+                merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+                save_folder(merged, processor, merged_dir, card)
             publish_dir = merged_dir
         if push:
             push_folder(publish_dir, repo_id, private=training.hub_private_repo)
