@@ -182,8 +182,9 @@ class Engine:
     # Media
     ################
     def load(self, kind: str, source: Any, num_frames: int | None = None) -> Medium:
-        """Decode an image or video (path, `sample:NAME`, PIL image); raises `ChatError` for a bad file."""
-        return load_medium(self.processor, kind, source, num_frames or self.num_frames)
+        """Read an image or video (path, `sample:NAME`, `data:` / `http(s)://` URL, PIL image); not decoded while
+        the media cache holds its features. Raises `ChatError` (`MediaError`) for a bad file."""
+        return load_medium(self.processor, kind, source, num_frames or self.num_frames, self.media_cache)
 
     def conversation(self, system: str | None = None) -> Conversation:
         return Conversation(self, system)
@@ -195,7 +196,7 @@ class Engine:
         if cached is not None:
             return cached
         token = self.processor.image_token if medium.kind == "image" else self.processor.video_token
-        inputs = self.processor(text=token, **{f"{medium.kind}s": [medium.data]}, return_tensors="pt")
+        inputs = self.processor(text=token, **{f"{medium.kind}s": [medium.decoded()]}, return_tensors="pt")
         if medium.kind == "image":
             features = self.model.get_image_features(inputs["pixel_values"])[0]  # (1, L, D) -> (L, D)
         else:
@@ -207,7 +208,8 @@ class Engine:
     def _span(self, medium: Medium) -> int:
         if medium.kind == "image":
             return self.processor.image_seq_length
-        return self.processor.frame_seq_length * len(getattr(medium.data, "frames", medium.data))
+        frames = medium.frames or len(getattr(medium.decoded(), "frames", medium.data))
+        return self.processor.frame_seq_length * frames
 
     ################
     # Prompts
@@ -218,8 +220,13 @@ class Engine:
         if self._split.search(turn.question):
             raise ChatError(f"the question contains a reserved placeholder ({self._split.pattern.strip('()')}); "
                             "attach media as files instead")
-        prompt = self.processor.apply_chat_template(conv.messages(turn), add_generation_prompt=True, tokenize=False)
-        media = [*conv.media(), *turn.media]
+        return self.render_messages(conv.messages(turn), [*conv.media(), *turn.media])
+
+    def render_messages(self, messages: list[dict], media: Sequence[Medium]) -> tuple[torch.Tensor, list[Medium]]:
+        """Token ids `(S,)` of chat-template `messages` (plus the generation prompt) with every media placeholder
+        expanded, and `media` in text order: the k-th image / video placeholder takes the k-th image / video of
+        `media`. Raises `ChatError` when placeholders and media do not match or the prompt fills the context."""
+        prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         queues = {"image": [m for m in media if m.kind == "image"], "video": [m for m in media if m.kind == "video"]}
         ordered, pieces = [], []
         for piece in self._split.split(prompt):
@@ -233,6 +240,8 @@ class Engine:
             medium = queues[kind].pop(0)
             ordered.append(medium)
             pieces.append(piece * self._span(medium))
+        if any(queues.values()):
+            raise ChatError(f"{sum(map(len, queues.values()))} of the media have no placeholder in the prompt")
         ids = self.processor.tokenizer("".join(pieces), return_tensors="pt")["input_ids"][0]
         if self._limit is not None and len(ids) >= self._limit:
             raise ChatError(f"the conversation would be {len(ids)} tokens and the model takes at most {self._limit};"
@@ -324,12 +333,7 @@ class Engine:
                 conv._cache = DynamicCache(config=self.model.config.get_text_config())
             done = False
             try:
-                with torch.inference_mode():
-                    if keep < len(ids) - 1:  # prefill all but the last token; `generate` takes that one
-                        embeds = self._embed(ids, media, keep, len(ids) - 1)
-                        self.model(inputs_embeds=embeds, use_cache=True, past_key_values=conv._cache,
-                                   logits_to_keep=1, attention_mask=torch.ones(1, len(ids) - 1, dtype=torch.long,
-                                                                               device=embeds.device))
+                self.prefill(ids, media, conv._cache, keep)
                 device = self.model.get_input_embeddings().weight.device
                 max_new = settings.max_new_tokens if self._limit is None else min(settings.max_new_tokens,
                                                                                   self._limit - len(ids))
@@ -352,6 +356,21 @@ class Engine:
             total = time.perf_counter() - start
             first = (stats.get("first_token_at") or time.perf_counter()) - start
             conv.last_stats = TurnStats(len(ids), len(ids) - keep, len(new), first, total)
+
+    @torch.inference_mode()
+    def prefill(self, ids: torch.Tensor, media: Sequence[Medium], cache: Any = None, start: int = 0) -> Any:
+        """Run `ids[start:-1]` (media features from the media cache, else the towers) through the LLM into `cache`
+        (a new `DynamicCache` when None, else one holding `ids[:start]`) and return it; `generate` takes the last
+        token: `generate(input_ids=ids[None], attention_mask=ones, past_key_values=cache)`."""
+        from transformers import DynamicCache
+
+        if cache is None:
+            cache = DynamicCache(config=self.model.config.get_text_config())
+        if start < len(ids) - 1:  # prefill all but the last token; `generate` takes that one
+            embeds = self._embed(ids, list(media), start, len(ids) - 1)
+            self.model(inputs_embeds=embeds, use_cache=True, past_key_values=cache, logits_to_keep=1,
+                       attention_mask=torch.ones(1, len(ids) - 1, dtype=torch.long, device=embeds.device))
+        return cache
 
     @torch.inference_mode()
     def answer_batch(self, requests: Sequence[tuple], settings: GenerationSettings | None = None) -> list[str]:
