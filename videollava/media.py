@@ -60,7 +60,7 @@ class Medium:
     """One image or video, decoded at most once. `key` identifies its content (see the module docstring)."""
 
     kind: str  # "image" | "video"
-    source: str
+    source: str  # as given; a URL shortened by `describe_source`
     data: Any = None  # PIL image or `VideoClip`; None while decoding is deferred (use `decoded()`)
     key: str | None = None
     frames: int | None = None  # videos: frames sampled (the placeholder span is frames x tokens per frame)
@@ -162,15 +162,16 @@ def load_medium(processor, kind: str, source: Any, num_frames: int | None = None
         return Medium("image", f"<image {image.size[0]}x{image.size[1]}>", image, key)
     name = str(source)
     digest, now, later = _read(kind, name)
+    shown = describe_source(name) if is_url(name) else name  # a data: URL is shown by type and size only
     frames = (num_frames or getattr(processor, "num_frames", None)) if kind == "video" else None
     key = f"video:{digest}:{frames}" if kind == "video" else f"image:{digest}"
     if cache is not None and key in cache:  # its features are cached: decode only if they are evicted before use
-        return Medium(kind, name, None, key, frames, lambda: _decode(processor, kind, later(), name, frames))
+        return Medium(kind, shown, None, key, frames, lambda: _decode(processor, kind, later(), name, frames))
     data = _decode(processor, kind, now, name, frames)
     if kind == "video":
         frames = len(getattr(data, "frames", data))
         key = f"video:{digest}:{frames}"
-    return Medium(kind, name, data, key, frames)
+    return Medium(kind, shown, data, key, frames)
 
 
 def load_media(processor, images: list[str], videos: list[str], num_frames: int | None) -> list[Medium]:

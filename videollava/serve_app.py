@@ -48,7 +48,8 @@ from processing.video_sources import describe_source, load_image_source
 
 from .chat import log_tower_calls
 from .engine import Engine
-from .loading import ChatError, LoadOptions, first_line, load_model, load_processor, resolve_sample
+from .loading import (ChatError, LoadOptions, count_quantized, first_line, load_model, load_processor,
+                      resolve_sample)
 from .media import MediaCache
 
 
@@ -166,6 +167,7 @@ class VideoLlavaChatHandler(ChatCompletionHandler):
         self.max_new_tokens = max_new_tokens
         model, processor = model_manager.model_and_processor()
         self.tower_calls = log_tower_calls(model)  # forward hooks on the towers: what really ran
+        self.quantized_layers = count_quantized(model)
         try:
             self.engine: Engine | None = Engine(model, processor, media_cache)
         except ChatError:  # another model type: its own processor reads the media, nothing is cached
@@ -289,9 +291,11 @@ class VideoLlavaChatHandler(ChatCompletionHandler):
         return await self._non_streaming(request_id, model, processor, name, inputs, gen_config, gen_manager)
 
     def stats(self) -> dict:
-        """`GET /videollava/stats`: tower forwards since start-up and the media cache's counters."""
+        """`GET /videollava/stats`: tower forwards since start-up, the media cache's counters, bitsandbytes layers
+        per part of the model (`videollava.loading.count_quantized`)."""
         cache = self.engine.media_cache.stats() if self.engine is not None else None
-        return {"model": self.model_manager.served.name, "tower_calls": dict(self.tower_calls), "media_cache": cache}
+        return {"model": self.model_manager.served.name, "tower_calls": dict(self.tower_calls), "media_cache": cache,
+                "quantized_layers": self.quantized_layers}
 
 
 def build_app(served: ServedModel, max_new_tokens: int = 256, media_cache: MediaCache | None = None,
