@@ -208,7 +208,7 @@ class Engine:
     def _span(self, medium: Medium) -> int:
         if medium.kind == "image":
             return self.processor.image_seq_length
-        frames = medium.frames or len(getattr(medium.decoded(), "frames", medium.data))
+        frames = medium.frames or len(getattr(data := medium.decoded(), "frames", data))
         return self.processor.frame_seq_length * frames
 
     ################
@@ -223,9 +223,8 @@ class Engine:
         return self.render_messages(conv.messages(turn), [*conv.media(), *turn.media])
 
     def render_messages(self, messages: list[dict], media: Sequence[Medium]) -> tuple[torch.Tensor, list[Medium]]:
-        """Token ids `(S,)` of chat-template `messages` (plus the generation prompt) with every media placeholder
-        expanded, and `media` in text order: the k-th image / video placeholder takes the k-th image / video of
-        `media`. Raises `ChatError` when placeholders and media do not match or the prompt fills the context."""
+        """Token ids `(S,)` of chat-template `messages` + generation prompt, the k-th image / video placeholder
+        expanded for the k-th image / video of `media`, and `media` in text order. `ChatError`: mismatch, too long."""
         prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         queues = {"image": [m for m in media if m.kind == "image"], "video": [m for m in media if m.kind == "video"]}
         ordered, pieces = [], []
@@ -323,17 +322,13 @@ class Engine:
             raise stats["error"]
 
     def _ask(self, conv: Conversation, turn: Turn, settings: GenerationSettings) -> Iterator[str]:
-        from transformers import DynamicCache
-
         with self.lock:
             ids, media = self._render(conv, turn)
             start = time.perf_counter()
             keep = self._reusable(conv, ids, media)
-            if keep == 0:
-                conv._cache = DynamicCache(config=self.model.config.get_text_config())
             done = False
             try:
-                self.prefill(ids, media, conv._cache, keep)
+                conv._cache = self.prefill(ids, media, conv._cache if keep else None, keep)
                 device = self.model.get_input_embeddings().weight.device
                 max_new = settings.max_new_tokens if self._limit is None else min(settings.max_new_tokens,
                                                                                   self._limit - len(ids))
@@ -359,13 +354,11 @@ class Engine:
 
     @torch.inference_mode()
     def prefill(self, ids: torch.Tensor, media: Sequence[Medium], cache: Any = None, start: int = 0) -> Any:
-        """Run `ids[start:-1]` (media features from the media cache, else the towers) through the LLM into `cache`
-        (a new `DynamicCache` when None, else one holding `ids[:start]`) and return it; `generate` takes the last
-        token: `generate(input_ids=ids[None], attention_mask=ones, past_key_values=cache)`."""
+        """Run `ids[start:-1]` (media features from the media cache, else the towers) into `cache` (new when None, else
+        holding `ids[:start]`) and return it; `generate(input_ids=ids[None], past_key_values=cache)` goes on."""
         from transformers import DynamicCache
 
-        if cache is None:
-            cache = DynamicCache(config=self.model.config.get_text_config())
+        cache = DynamicCache(config=self.model.config.get_text_config()) if cache is None else cache
         if start < len(ids) - 1:  # prefill all but the last token; `generate` takes that one
             embeds = self._embed(ids, list(media), start, len(ids) - 1)
             self.model(inputs_embeds=embeds, use_cache=True, past_key_values=cache, logits_to_keep=1,

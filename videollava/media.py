@@ -155,7 +155,7 @@ def load_medium(processor, kind: str, source: Any, num_frames: int | None = None
     from processing.image_processing_videollava import to_rgb
 
     if kind not in ("image", "video"):
-        raise ChatError(f"cannot read {describe_source(str(source))}: unknown media kind {kind!r} (use image or video)")
+        raise ChatError(f"cannot read {describe_source(str(source))}: unknown media kind {kind!r} (image or video)")
     if kind == "image" and isinstance(source, Image.Image):
         image = to_rgb(source)
         key = "image:" + hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()

@@ -49,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow Hub custom code for models that are not this package's (ours never need it)")
     parser.add_argument("--enable-cors", action="store_true", help="allow requests from any origin (browsers)")
     parser.add_argument("--media-cache-mb", type=int, default=DEFAULT_CACHE_MB,
-                        help=f"memory bound of the encoded-media LRU shared by all requests (default {DEFAULT_CACHE_MB}"
-                             " MiB; 0 = off)")
+                        help="memory bound of the encoded-media LRU shared by all requests "
+                             f"(default {DEFAULT_CACHE_MB} MiB; 0 = off)")
     add_loading_arguments(parser)
 
 
