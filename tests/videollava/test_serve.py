@@ -338,6 +338,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with taken:
         for args, reason in ((["--model", str(tmp_path / "missing"), "--port", "0"], "no such folder"),
                              (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+                             (["--media-cache-mb", "-1"], "--media-cache-mb must be >= 0"),
+                             (["--load-4bit", "--load-8bit"], "--load-4bit and --load-8bit exclude each other"),
+                             (["--device", "cuda:7"], "--device cuda:7: "),
                              (["--port", port], f"cannot listen on 127.0.0.1:{port}: Address already in use")):
             assert main(["serve", *args]) == 1
             err = capsys.readouterr().err
