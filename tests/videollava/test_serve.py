@@ -317,6 +317,9 @@ def test_unsupported_part_and_malformed_messages_are_400(server):
     assert status == 400 and body["detail"].startswith("messages[0].content[1]: content part type 'input_audio'")
     status, body = _post(server, {"model": NAME, "messages": []})
     assert status == 400 and "messages" in body["detail"]
+    status, body = _post(server, {"model": NAME, "messages": [{"role": "user", "content": "<video> what is it?"}]})
+    assert status == 400 and body["detail"].startswith("messages: ") and "<video> placeholder without a video" in \
+        body["detail"], body
 
 
 def test_unknown_model_is_404(server):
@@ -353,7 +356,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_hooks_are_pinned_to_transformers_5_23():
     from transformers.cli.serving.chat_completion import ChatCompletionHandler
     from transformers.cli.serving.model_manager import ModelManager
-    from transformers.cli.serving.utils import BaseHandler
+    from transformers.cli.serving.utils import BaseHandler, GenerateManager
 
     from videollava.serve_app import ServeError, check_transformers_version
 
@@ -372,3 +375,7 @@ def test_hooks_are_pinned_to_transformers_5_23():
     assert params(ChatCompletionHandler._streaming) == ["request_id", "model", "processor", "model_id", "inputs",
                                                         "gen_config", "gen_manager", "tools"]
     assert params(ChatCompletionHandler._non_streaming) == params(ChatCompletionHandler._streaming)
+    # the prefill runs on the model's inference thread; `generate(**inputs)` takes its KV cache from `inputs`
+    assert params(GenerateManager.async_submit) == ["fn", "args", "kwargs"]
+    assert "**inputs" in inspect.getsource(GenerateManager.generate_streaming)
+    assert "**inputs" in inspect.getsource(GenerateManager.generate_non_streaming)
