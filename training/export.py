@@ -48,7 +48,10 @@ def load_processor(path: str, trust_remote_code: bool = True):
 
 
 def save_folder(model, processor, folder: str, card_kwargs: dict[str, Any] | None = None) -> str:
-    """Write weights + custom code (`save_pretrained`), processor + chat template, and the model card."""
+    """Write weights + custom code (`save_pretrained`), processor + chat template, and the model card; the result is
+    checked to be a complete Hub folder (`videollava.hub_folder`)."""
+    from videollava.hub_folder import complete_hub_folder
+
     from .card import write_card
 
     os.makedirs(folder, exist_ok=True)
@@ -57,6 +60,7 @@ def save_folder(model, processor, folder: str, card_kwargs: dict[str, Any] | Non
         processor.save_pretrained(folder)
     if card_kwargs is not None:
         write_card(folder, **card_kwargs)
+    complete_hub_folder(folder, processor=None)
     return folder
 
 

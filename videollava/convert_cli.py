@@ -23,9 +23,12 @@ def run(args: argparse.Namespace) -> int:
     status = converter.run(args)
     if status or args.to == "hf":
         return status
+    from .hub_folder import complete_hub_folder
+
     out = Path(args.output)
     if not (out / "tokenizer_config.json").is_file():
         logger.warning("No tokenizer in %s, so no processor was written: pass --tokenizer DIR.", out)
+        complete_hub_folder(out, processor=False)
         return status
     from transformers import AutoTokenizer
 
@@ -35,4 +38,5 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
     build_processor(LanguageBindVideoLlavaConfig.from_pretrained(out), tokenizer).save_pretrained(out)
     logger.info("Wrote the processor and chat template to %s", out)
+    complete_hub_folder(out)
     return status
