@@ -234,3 +234,23 @@ def test_real_lmms_eval_cli_exits_non_zero_when_evaluation_crashes(tmp_path):
     assert result.returncode == 1, (result.stdout + result.stderr)[-4000:]
     assert "videollava_lb: generation failed" in result.stderr and "broken.mp4" in result.stderr
     assert not glob.glob(str(tmp_path / "out" / "*" / "*_results.json"))
+
+
+@pytest.mark.slow
+@needs_lmms_eval
+def test_real_lmms_eval_cli_with_two_processes_on_cpu(tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` with gloo on CPU: lmms-eval reads `lm.device`, shards the
+    documents by `rank` / `world_size` and gathers them; the answers are still `videollava chat`'s (~1 min)."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"),
+           "PYTHONPATH": str(REPO), "LMMS_EVAL_PLUGINS": "evaluation.lmms_plugin"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lmms_eval",
+               "--model", "videollava_lb", "--model_args", f"pretrained={DEFAULT_MODEL},dtype=float32",
+               "--tasks", "videollava_samples", "--include_path", "evaluation/lmms_plugin/tasks",
+               "--batch_size", "2", "--log_samples", "--output_path", str(tmp_path / "out")]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "Running on rank 1 (local rank 1)" in result.stdout + result.stderr
+    (samples_file,) = glob.glob(str(tmp_path / "out" / "*" / "*_samples_videollava_samples.jsonl"))
+    records = sorted(map(json.loads, Path(samples_file).read_text().splitlines()), key=lambda r: r["doc_id"])
+    assert [r["filtered_resps"] for r in records] == list(chat_answers())
