@@ -64,12 +64,12 @@ def processor_auto_map() -> dict[str, str]:
 
 
 def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _write_if_changed(path: Path, before: dict, after: dict) -> None:
     if after != before:  # same layout as transformers' own writers (indent 2, sorted keys)
-        path.write_text(json.dumps(after, indent=2, sort_keys=True) + "\n")
+        path.write_text(json.dumps(after, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _with_auto_map(data: dict, entries: dict[str, str]) -> dict:
@@ -170,8 +170,8 @@ def check_hub_folder(folder: str | Path, processor: bool = True) -> list[str]:
     problems += _check_auto_map(folder, "processor_config.json image_processor", nested.get("auto_map") or {}, entries)
     tokenizer = _read(folder / "tokenizer_config.json")
     if not tokenizer:
-        problems.append("no tokenizer_config.json")
-    problems += _check_auto_map(folder, "tokenizer_config.json", tokenizer.get("auto_map") or {}, top) if tokenizer else []
+        return problems + ["no tokenizer_config.json"]
+    problems += _check_auto_map(folder, "tokenizer_config.json", tokenizer.get("auto_map") or {}, top)
     return problems
 
 

@@ -121,7 +121,8 @@ def test_auto_batch_size_halves_on_out_of_memory_and_keeps_order(monkeypatch):
     monkeypatch.setattr(lmms_eval_adapter, "generate_answers", fake_generate)
     model = VideoLlavaLB(model=object(), processor=object(), batch_size="auto:8")
     model.task_dict = {"t": {"test": [{"v": []}] * 5}}
-    requests = [FakeInstance("generate_until", (f"q{i}", {"max_new_tokens": 2}, None, i, "t", "test")) for i in range(5)]
+    kwargs = {"max_new_tokens": 2}
+    requests = [FakeInstance("generate_until", (f"q{i}", kwargs, None, i, "t", "test")) for i in range(5)]
     assert model.generate_until(requests) == [f"t/test/{i}" for i in range(5)]
     assert sizes == [5, 4, 2, 2, 1] and list(model.batch_sizes.values()) == [2]
 

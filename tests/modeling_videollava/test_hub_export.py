@@ -26,35 +26,18 @@ FRESH = textwrap.dedent(
         sys.exit("our package must not be importable here")
     except ImportError:
         pass
-    path, batch_path = sys.argv[1], sys.argv[2]
-    config = AutoConfig.from_pretrained(path, trust_remote_code=True)
-    model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=True, device_map="auto").eval()
-    backbone = AutoModel.from_pretrained(path, trust_remote_code=True)
-    batch = torch.load(batch_path)
-    out = model.generate(**batch, max_new_tokens=4, do_sample=False)
-    print(json.dumps({"module": type(model).__module__, "config": type(config).__name__,
+    batch, rows = torch.load(sys.argv[1]), {}
+    for path in sys.argv[2:]:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=True)
+        model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=True, device_map="auto").eval()
+        backbone = AutoModel.from_pretrained(path, trust_remote_code=True)
+        out = model.generate(**batch, max_new_tokens=4, do_sample=False)
+        rows[path] = {"module": type(model).__module__, "config": type(config).__name__, "model": type(model).__name__,
                       "backbone": type(backbone).__name__, "tokens": out.tolist(),
-                      "temporal": config.video_config.add_time_attn}))
+                      "temporal": config.video_config.add_time_attn}
+    print(json.dumps(rows))
     """
 )
-
-
-def test_saved_folder_loads_with_trust_remote_code_in_a_fresh_process(tmp_path):
-    model = LanguageBindVideoLlavaForConditionalGeneration(tiny_config()).eval()
-    model.save_pretrained(tmp_path / "model")
-    config = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForImageTextToText"}
-    batch = mixed_batch(model.config)
-    torch.save(batch, tmp_path / "batch.pt")
-    with torch.no_grad():
-        expected = model.generate(**batch, max_new_tokens=4, do_sample=False).tolist()
-    result = run_fresh(FRESH, tmp_path / "model", tmp_path / "batch.pt", cwd=tmp_path,
-                       env={"HF_HOME": str(tmp_path / "hf_home")})
-    assert result.returncode == 0, result.stderr[-3000:]
-    loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    assert loaded["module"].startswith("transformers_modules.")
-    assert (loaded["config"], loaded["backbone"], loaded["temporal"]) == ("LanguageBindVideoLlavaConfig", "LanguageBindVideoLlavaModel", True)
-    assert loaded["tokens"] == expected
 
 
 ################
@@ -94,14 +77,20 @@ def folders(tmp_path_factory):
     return root / "new", old, root / "batch.pt", expected
 
 
-def test_old_named_folder_loads_through_its_auto_map_in_a_fresh_process(folders, tmp_path):
-    _, old, batch, expected = folders
-    result = run_fresh(FRESH, old, batch, cwd=tmp_path, env={"HF_HOME": str(tmp_path / "hf_home")})
+def test_saved_folders_load_with_trust_remote_code_in_a_fresh_process(folders, tmp_path):
+    """Ours, and one written under the old names: each loads its own code (never transformers' VideoLlava)."""
+    new, old, batch, expected = folders
+    config = json.loads((new / "config.json").read_text())
+    assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForImageTextToText"}
+    result = run_fresh(FRESH, batch, new, old, cwd=tmp_path, env={"HF_HOME": str(tmp_path / "hf_home")})
     assert result.returncode == 0, result.stderr[-3000:]
-    loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    assert loaded["module"].startswith("transformers_modules.")  # its own old code, not transformers' VideoLlava
-    assert (loaded["config"], loaded["backbone"], loaded["temporal"]) == ("VideoLlavaConfig", "VideoLlavaModel", True)
-    assert loaded["tokens"] == expected
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    for path, prefix in ((new, "LanguageBindVideoLlava"), (old, "VideoLlava")):
+        row = rows[str(path)]
+        assert row["module"].startswith("transformers_modules.")
+        assert (row["config"], row["model"], row["backbone"], row["temporal"]) == (
+            f"{prefix}Config", f"{prefix}ForConditionalGeneration", f"{prefix}Model", True)
+        assert row["tokens"] == expected
 
 
 def test_old_named_folder_loads_through_our_loaders(folders, tmp_path):
@@ -169,5 +158,6 @@ def test_name_based_loaders_fail_loudly_on_our_folders(folders, tmp_path):
     }
     # the old names: the built-in class is picked by name (what the rename prevents); here its loader trips over
     # the tiny config, with the 7B config it loaded our weights and dropped the temporal attention
-    assert rows[str(old)]["getattr"] and rows[str(old)]["mapping"] == "transformers.models.video_llava.modeling_video_llava"
+    assert rows[str(old)]["getattr"]
+    assert rows[str(old)]["mapping"] == "transformers.models.video_llava.modeling_video_llava"
     assert not rows[str(old)]["serve"].startswith("loaded transformers_modules")

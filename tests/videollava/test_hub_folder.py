@@ -71,7 +71,8 @@ def test_check_lists_every_gap_and_complete_fills_them(tmp_path):
 def test_a_builtin_architecture_name_is_refused(tmp_path):
     folder = _saved(tmp_path / "m")
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["VideoLlavaForConditionalGeneration"]}))
+    config["architectures"] = ["VideoLlavaForConditionalGeneration"]
+    (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(HubFolderError, match="names a class of transformers"):
         complete_hub_folder(folder)
     assert main_check(folder) == 1
@@ -106,7 +107,8 @@ def _towers(root: Path) -> tuple[Path, Path]:
         (root / name).mkdir(parents=True)
         save_file(random_tower("vision_model.", temporal=temporal), root / name / "model.safetensors")
         vision = dict(TOWER, add_time_attn=temporal, num_frames=2 if temporal else 1)
-        (root / name / "config.json").write_text(json.dumps({"model_type": "LanguageBindVideo", "vision_config": vision}))
+        config = {"model_type": "LanguageBindVideo", "vision_config": vision}
+        (root / name / "config.json").write_text(json.dumps(config))
     return root / "image", root / "video"
 
 
@@ -143,7 +145,8 @@ def test_convert_writes_complete_folders_and_to_hf_keeps_the_builtin_name(tmp_pa
         assert main(["convert", *args, "--output", str(tmp_path / f"out_{name}"), "--num-frames", "2"]) == 0, name
         assert_complete(tmp_path / f"out_{name}")
     # --to hf: the built-in class's layout and name, on purpose (no custom code, no auto_map)
-    assert main(["convert", "--to", "hf", "--input", str(tmp_path / "out_hf"), "--output", str(tmp_path / "back")]) == 0
+    assert main(["convert", "--to", "hf", "--input", str(tmp_path / "out_hf"), "--output",
+                 str(tmp_path / "back")]) == 0
     config = json.loads((tmp_path / "back" / "config.json").read_text())
     assert config["architectures"] == ["VideoLlavaForConditionalGeneration"] and "auto_map" not in config
     assert getattr(transformers, config["architectures"][0]) is transformers.VideoLlavaForConditionalGeneration

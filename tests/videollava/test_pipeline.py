@@ -23,7 +23,10 @@ for auto in (AutoConfig, AutoModel, AutoModelForImageTextToText, AutoModelForMul
 pipe = pipeline("image-text-to-text", model=path, trust_remote_code=True)
 answers = []
 for row in rows:
-    medium = {"type": "image", "url": row["path"]} if row["kind"] == "image" else {"type": "video", "video": row["path"]}
+    if row["kind"] == "image":
+        medium = {"type": "image", "url": row["path"]}
+    else:  # passed through to our processor, which decodes it with PyAV
+        medium = {"type": "video", "video": row["path"]}
     messages = [{"role": "user", "content": [medium, {"type": "text", "text": row["question"]}]}]
     out = pipe(text=messages, max_new_tokens=32, do_sample=False, return_full_text=False)
     answers.append(out[0]["generated_text"])
