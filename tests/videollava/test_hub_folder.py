@@ -85,7 +85,8 @@ def main_check(folder: Path) -> int:
 
 
 def test_default_model_is_complete_and_its_code_matches_the_package():
-    """Fails when a Hub file changed without `python -m videollava.hub_folder videollava/default_model`."""
+    problems = check_hub_folder(DEFAULT_MODEL)
+    assert not problems, f"{problems}: after changing a Hub file run `python -m videollava.hub_folder {DEFAULT_MODEL}`"
     assert_complete(DEFAULT_MODEL)
 
 
