@@ -37,10 +37,11 @@ def load_processor(path: str, trust_remote_code: bool = True):
     """The processor saved next to the weights: our installed class when available, else Hub custom code."""
     try:
         from processing import LanguageBindVideoLlavaProcessor, register_auto_classes
+        from videollava.loading import register_our_classes
 
         register_auto_classes()  # so a later save_pretrained writes auto_map + the processor code
-        # the saved image processor is registered as Hub code; with our package installed it is our own class
-        return LanguageBindVideoLlavaProcessor.from_pretrained(path, trust_remote_code=True)
+        register_our_classes()  # the image processor is our installed class, not the folder's copy of its code
+        return LanguageBindVideoLlavaProcessor.from_pretrained(path)
     except ImportError:
         from transformers import AutoProcessor
 

@@ -95,7 +95,7 @@ def test_saved_folders_load_with_trust_remote_code_in_a_fresh_process(folders, t
 
 def test_old_named_folder_loads_through_our_loaders(folders, tmp_path):
     from evaluation.runner import load_model_and_processor
-    from processing import LanguageBindVideoLlavaProcessor
+    from processing import LanguageBindImageProcessor, LanguageBindVideoLlavaProcessor
     from training.export import load_model, load_processor, save_folder
     from videollava import loading
 
@@ -109,8 +109,8 @@ def test_old_named_folder_loads_through_our_loaders(folders, tmp_path):
         assert type(model) is LanguageBindVideoLlavaForConditionalGeneration
         with torch.no_grad():
             assert model.eval().generate(**batch, max_new_tokens=4, do_sample=False).tolist() == expected
-    for proc in (processor, eval_processor, train_processor):
-        assert type(proc) is LanguageBindVideoLlavaProcessor
+    for proc in (processor, eval_processor, train_processor):  # our installed code, not the folder's old copy
+        assert type(proc) is LanguageBindVideoLlavaProcessor and type(proc.image_processor) is LanguageBindImageProcessor
     # re-saved by our writers, it gets the new names and the current code
     save_folder(train_model, train_processor, str(tmp_path / "resaved"))
     saved = json.loads((tmp_path / "resaved" / "config.json").read_text())
