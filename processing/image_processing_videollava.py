@@ -11,6 +11,8 @@ from PIL import Image
 from transformers import CLIPImageProcessorPil
 from transformers.processing_utils import ImagesKwargs
 
+from .video_sources import load_image_source
+
 
 BACKGROUND = (255, 255, 255)
 
@@ -61,6 +63,12 @@ class LanguageBindImageProcessor(CLIPImageProcessorPil):
     valid_kwargs = LanguageBindImageProcessorKwargs
     model_input_names = ["pixel_values"]
     pad_to_square = False
+
+    def fetch_images(self, image_url_or_urls):
+        """Paths and `data:` / `http(s)://` URLs -> PIL images (size cap, timeout, short error messages)."""
+        if isinstance(image_url_or_urls, (list, tuple)):
+            return [self.fetch_images(x) for x in image_url_or_urls]
+        return load_image_source(image_url_or_urls) if isinstance(image_url_or_urls, str) else image_url_or_urls
 
     def process_image(self, image, do_convert_rgb: bool | None = None, input_data_format=None, **kwargs) -> np.ndarray:
         if isinstance(image, Image.Image) and do_convert_rgb is not False:

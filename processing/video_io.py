@@ -19,6 +19,8 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
+from .video_sources import fetch_source
+
 
 logger = logging.getLogger(__name__)
 
@@ -299,6 +301,7 @@ def load_video(
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    source = fetch_source(source, VideoDecodeError)  # data: / http(s):// URLs -> in-memory file (video_sources.py)
     if isinstance(source, (np.ndarray, list, tuple)):
         try:
             frames = _frames_from_arrays(source)

@@ -5,6 +5,7 @@ Run as:
     videollava chat --video clip.mp4 "What happens?"
     videollava train --config training/configs/stage1.yaml
     videollava eval --task msvd --model DIR --data DIR --output DIR
+    videollava serve --model DIR --host 127.0.0.1 --port 8000
 
 Each subcommand lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`; modules are
 imported only when their subcommand runs, so `videollava --help` stays fast.
@@ -22,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.cli", "train a stage (projector / full / LoRA) with TRL's SFTTrainer"),
     "merge-lora": ("training.export", "merge a LoRA run's adapter into its base model and save (or push) it"),
     "eval": ("evaluation.cli", "generate, judge and score a benchmark; re-score predictions; render the report"),
+    "serve": ("videollava.serve", "an OpenAI-compatible server (/v1/chat/completions, /v1/models) for one model"),
 }
 
 
