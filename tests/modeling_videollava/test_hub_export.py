@@ -110,7 +110,8 @@ def test_old_named_folder_loads_through_our_loaders(folders, tmp_path):
         with torch.no_grad():
             assert model.eval().generate(**batch, max_new_tokens=4, do_sample=False).tolist() == expected
     for proc in (processor, eval_processor, train_processor):  # our installed code, not the folder's old copy
-        assert type(proc) is LanguageBindVideoLlavaProcessor and type(proc.image_processor) is LanguageBindImageProcessor
+        assert type(proc) is LanguageBindVideoLlavaProcessor
+        assert type(proc.image_processor) is LanguageBindImageProcessor
     # re-saved by our writers, it gets the new names and the current code
     save_folder(train_model, train_processor, str(tmp_path / "resaved"))
     saved = json.loads((tmp_path / "resaved" / "config.json").read_text())
