@@ -5,6 +5,7 @@ Run as:
         --judge-model gpt-3.5-turbo            # key from $OPENAI_API_KEY
     accelerate launch --num_processes 8 -m videollava.cli eval --task pope --model DIR --data pope/ --output runs/pope
     videollava eval --task msvd_qa --predictions merge.jsonl --judge-base-url http://127.0.0.1:8000/v1 --judge-model M
+        # a key for such an endpoint, if it needs one, from $JUDGE_API_KEY ($OPENAI_API_KEY goes to OpenAI only)
     videollava eval --report runs/msvd runs/pope
 """
 
@@ -16,8 +17,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from videollava.loading import ChatError, add_loading_arguments, options_from_args
+
 from . import runner
-from .judge import ChatJudge, JudgeConfig
+from .judge import ChatJudge, JudgeConfig, JudgeError
 from .predictions import read_predictions, write_json
 from .report import load_results, render_report
 from .scoring import score_predictions
@@ -25,6 +28,23 @@ from .tasks import TASKS, Task, get_task
 
 
 logger = logging.getLogger(__name__)
+
+
+def _number(kind: type, low: float, inclusive: bool = True, high: float | None = None):
+    """An argparse type: `kind(text)` within [low, high] (or (low, ...) when not `inclusive`)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if value != value or (value < low if inclusive else value <= low) or (high is not None and value > high):
+            bound = f">= {low}" if inclusive else f"> {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{f' and <= {high}' if high is not None else ''}, "
+                                             f"got {text}")
+        return value
+
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,14 +70,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--top-p", type=float)
     gen.add_argument("--num-beams", type=int, default=1)
     gen.add_argument("--seed", type=int, default=0)
+    add_loading_arguments(parser, device=False, dtype=False)  # --load-4bit / --load-8bit / --device-map / --quantize
     judge = parser.add_argument_group("judge (video QA): any OpenAI-compatible chat-completions endpoint")
     judge.add_argument("--judge-base-url", default="https://api.openai.com/v1")
     judge.add_argument("--judge-model", default="gpt-3.5-turbo")
-    judge.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable with the key")
+    judge.add_argument("--judge-api-key-env", help="environment variable with the key (default: OPENAI_API_KEY for "
+                       "api.openai.com, JUDGE_API_KEY for any other endpoint)")  # fmt: skip
     judge.add_argument("--judge-temperature", type=float, default=0.0)
-    judge.add_argument("--judge-concurrency", type=int, default=8)
-    judge.add_argument("--judge-max-retries", type=int, default=5)
-    judge.add_argument("--judge-timeout", type=float, default=60.0)
+    judge.add_argument("--judge-concurrency", type=_number(int, 1), default=8)
+    judge.add_argument("--judge-max-retries", type=_number(int, 0), default=5, help="retries per sample (>= 0)")
+    judge.add_argument("--judge-timeout", type=_number(float, 0, inclusive=False), default=60.0,
+                       help="seconds for a whole request, reply included (> 0)")  # fmt: skip
+    judge.add_argument("--judge-min-judged", type=_number(float, 0, high=1), default=0.95, metavar="FRACTION",
+                       help="fail when fewer than this fraction of the predictions got a verdict")  # fmt: skip
     judge.add_argument("--judge-cache", help="judgement cache jsonl (default: judge_cache.jsonl beside the outputs)")
 
 
@@ -72,6 +97,7 @@ def _make_judge(args: argparse.Namespace, task: Task, default_dir: Path) -> Chat
         concurrency=args.judge_concurrency,
         max_retries=args.judge_max_retries,
         timeout_s=args.judge_timeout,
+        min_judged_fraction=args.judge_min_judged,
         cache_path=args.judge_cache or str(default_dir / "judge_cache.jsonl"),
     )
     return ChatJudge(cfg)
@@ -98,7 +124,11 @@ def _generate_and_score(args: argparse.Namespace, task: Task) -> dict[str, Any] 
         shutil.rmtree(out / "shards", ignore_errors=True)
         (out / "predictions.jsonl").unlink(missing_ok=True)
     device = str(state.device) if state is not None else None
-    model, processor = runner.load_model_and_processor(args.model, args.dtype, args.revision, device)
+    try:
+        options = options_from_args(args, device=device or "auto")
+        model, processor = runner.load_model_and_processor(args.model, options=options)
+    except ChatError as exc:
+        raise SystemExit(f"error: {exc}") from exc
     settings = runner.GenerationSettings(
         max_new_tokens=args.max_new_tokens or task.max_new_tokens,
         do_sample=args.do_sample,
@@ -135,7 +165,16 @@ def _generate_and_score(args: argparse.Namespace, task: Task) -> dict[str, Any] 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Dispatch to report / re-score / generate-and-score; prints the resulting JSON (or markdown) on stdout."""
+    """Dispatch to report / re-score / generate-and-score; prints the resulting JSON (or markdown) on stdout.
+    A judge failure (fatal HTTP error, too few verdicts) is one line on stderr and exit status 1."""
+    try:
+        return _run(args)
+    except JudgeError as err:
+        logger.error("videollava eval: %s", err)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.report:
         text = render_report(load_results(args.report))
         if args.output:

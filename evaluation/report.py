@@ -23,6 +23,16 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _count(result: Mapping[str, Any]) -> str:
+    """How many predictions a score rests on: `(judged 118/120)` for judged tasks, `(n=500)` otherwise."""
+    metrics = result.get("metrics") or {}
+    if result.get("judge") is not None or "judge_failures" in metrics:
+        if "count" not in metrics:
+            return " (judged ?)"
+        return f" (judged {metrics['count']}/{metrics['count'] + metrics.get('judge_failures', 0)})"
+    return f" (n={metrics['count']})" if "count" in metrics else ""
+
+
 def load_results(dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Read `metrics.json` from each output directory (missing ones raise, naming the directory)."""
     results = []
@@ -37,6 +47,7 @@ def load_results(dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
 def render_report(results: Iterable[Mapping[str, Any]]) -> str:
     """Render Tables 2-4 for the tasks in `results`; tasks not run show "–"; our extra tasks get their own table."""
     ours: dict[str, Mapping[str, float]] = {}
+    counts: dict[str, str] = {}
     extra: list[Mapping[str, Any]] = []
     judges = set()
     for r in results:
@@ -45,6 +56,7 @@ def render_report(results: Iterable[Mapping[str, Any]]) -> str:
             extra.append(r)
             continue
         ours[task.paper_column] = r["headline"]
+        counts[task.paper_column] = _count(r)
         if r.get("judge"):
             j = r["judge"]
             judges.add(f"{j['model']} @ {j['base_url']} (served: {', '.join(j.get('served_models') or ['?'])})")
@@ -53,7 +65,8 @@ def render_report(results: Iterable[Mapping[str, Any]]) -> str:
              "|---|" + "---|" * len(PAPER_VIDEO)]  # fmt: skip
     lines.append("| Video-LLaVA, as reported in the paper (Acc / Score) | "
                  + " | ".join(f"{a} / {s}" for a, s in PAPER_VIDEO.values()) + " |")  # fmt: skip
-    row = [f"{_fmt(ours[c]['accuracy'])} / {_fmt(ours[c]['score'], 2)}" if c in ours else "–" for c in PAPER_VIDEO]
+    row = [f"{_fmt(ours[c]['accuracy'])} / {_fmt(ours[c]['score'], 2)}{counts[c]}" if c in ours else "–"
+           for c in PAPER_VIDEO]
     lines += ["| ours (Acc / Score) | " + " | ".join(row) + " |", ""]
     if judges:
         lines += ["Judge: " + "; ".join(sorted(judges)) + ". The paper's judge was gpt-3.5-turbo (2023 snapshot).", ""]
@@ -62,7 +75,7 @@ def render_report(results: Iterable[Mapping[str, Any]]) -> str:
         cols = list(paper)
         lines += [f"## {title}", "", "| | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
         lines.append("| Video-LLaVA, as reported in the paper | " + " | ".join(_fmt(paper[c]) for c in cols) + " |")
-        vals = [_fmt(next(iter(ours[c].values()))) if c in ours else "–" for c in cols]
+        vals = [_fmt(next(iter(ours[c].values()))) + counts[c] if c in ours else "–" for c in cols]
         lines += ["| ours | " + " | ".join(vals) + " |", ""]
     lines.append("POPE: mean F1 (%) over the categories run. VQAv2 / VizWiz / TextVQA: VQA soft accuracy on the "
                  "split scored locally (the paper's VQAv2 / VizWiz numbers are test-dev server scores).")  # fmt: skip
@@ -73,4 +86,6 @@ def render_report(results: Iterable[Mapping[str, Any]]) -> str:
             for k, v in r["metrics"].items():
                 if isinstance(v, float):
                     lines.append(f"| {r['task']} | {k} | {v * 100 if 'accuracy' in k else v:.1f} |")
+                elif isinstance(v, int) and not isinstance(v, bool):
+                    lines.append(f"| {r['task']} | {k} | {v} |")
     return "\n".join(lines) + "\n"

@@ -54,34 +54,16 @@ class GenerationSettings:
 
 
 def load_model_and_processor(
-    path: str, dtype: str = "bfloat16", revision: str | None = None, device: str | None = None
+    path: str, dtype: str = "bfloat16", revision: str | None = None, device: str | None = None, options: Any = None
 ) -> tuple[Any, Any]:
-    """Load a model and its processor (local dir or Hub id), eval mode, left padding. Folders of this package's model
-    type load with our installed code (also folders that ship no code, like the embedded default model); anything
-    else through its own Hub code (`trust_remote_code`)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    """Load a model and its processor (local dir or Hub id), eval mode, left padding, through `videollava.loading`
+    (placed while loading, never `.to()`-ed; `options`, a `LoadOptions`, adds 4-/8-bit and `device_map`). Folders of
+    this package's model type load with our installed code (also folders that ship no code, like the embedded default
+    model); anything else through its own Hub code (`trust_remote_code`)."""
+    from videollava.loading import LoadOptions
+    from videollava.loading import load_model_and_processor as load
 
-    from modeling_videollava import LanguageBindVideoLlavaConfig
-    from processing import LanguageBindVideoLlavaProcessor
-    from videollava.loading import register_our_classes
-
-    register_our_classes()
-    torch_dtype = getattr(torch, dtype) if dtype != "auto" else "auto"
-    try:
-        ours = isinstance(AutoConfig.from_pretrained(path, revision=revision), LanguageBindVideoLlavaConfig)
-    except ValueError:  # a model type only its own Hub code knows
-        ours = False
-    model = AutoModelForImageTextToText.from_pretrained(
-        path, dtype=torch_dtype, revision=revision, trust_remote_code=not ours
-    )
-    if ours:
-        processor = LanguageBindVideoLlavaProcessor.from_pretrained(path, revision=revision)
-    else:
-        processor = AutoProcessor.from_pretrained(path, revision=revision, trust_remote_code=True)
-    processor.tokenizer.padding_side = "left"  # batched generation appends after the prompt
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval(), processor
+    return load(path, options or LoadOptions(device=device or "auto", dtype=dtype, revision=revision))
 
 
 def build_conversation(sample: Sample) -> list[dict[str, Any]]:

@@ -25,6 +25,10 @@ def score_predictions(
 
     Video-QA tasks need `judge`; their verdicts are saved to `judgements.jsonl`. With `output_dir`, the result
     (metrics, headline numbers, judge identity) is also written to `metrics.json`.
+
+    Raises:
+        JudgeOutage: too few predictions got a verdict (see `JudgeConfig.min_judged_fraction`); the verdicts are
+            still saved, `metrics.json` is not written.
     """
     if not records:
         raise ValueError(f"no predictions to score for task {task.name}")
@@ -42,6 +46,7 @@ def score_predictions(
         result["judge"] = judge.identity()
         if output_dir is not None:
             write_records(Path(output_dir) / "judgements.jsonl", verdicts)
+        judge.require_enough(verdicts)
     else:
         metrics = SCORERS[task.kind](records)
     result["metrics"] = metrics

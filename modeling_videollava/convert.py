@@ -20,11 +20,25 @@ import argparse
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from .checkpoint_io import copy_tokenizer, expected_shapes, read_config, read_state_dict, save_model_folder
+from .checkpoint_io import (
+    EMBED,
+    HEAD,
+    ConversionError,
+    copy_tokenizer,
+    declares_tie,
+    expected_shapes,
+    read_config,
+    read_state_dict,
+    save_model_folder,
+    settle_tied_head,
+    staged_folder,
+    verify_written,
+)
 from .configuration_videollava import LanguageBindVisionConfig, LanguageBindVideoLlavaConfig
 
 
@@ -65,10 +79,6 @@ TO_HF_RULES: Rules = [
     (r"^lm_head\.weight$", r"language_model.lm_head.weight"),
 ]
 MEDIA_TOKENS = ("<image>", "<video>", "<pad>")
-
-
-class ConversionError(ValueError):
-    """A checkpoint does not map one-to-one onto the target layout; the message lists the keys."""
 
 
 def rename(state_dict: dict[str, torch.Tensor], rules: Rules, source: str) -> dict[str, torch.Tensor]:
@@ -114,9 +124,9 @@ def _listing(keys: list[str], limit: int = 20) -> str:
 
 def pad_vocab(state_dict: dict[str, torch.Tensor], vocab_size: int) -> None:
     """Grow `embed_tokens` / `lm_head` to `vocab_size` rows, new rows = mean of the trained rows (as HF-conv)."""
-    for key in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
-        weight = state_dict[key]
-        if weight.shape[0] < vocab_size:
+    for key in (EMBED, HEAD):
+        weight = state_dict.get(key)
+        if weight is not None and weight.shape[0] < vocab_size:
             extra = weight.float().mean(0, keepdim=True).expand(vocab_size - weight.shape[0], -1).to(weight.dtype)
             state_dict[key] = torch.cat([weight, extra])
 
@@ -145,11 +155,14 @@ def convert_original(args: argparse.Namespace) -> tuple[LanguageBindVideoLlavaCo
         **with_media_tokens(raw),
     )
     pad_vocab(state_dict, config.text_config.vocab_size)
+    settle_tied_head(config, state_dict, declares_tie(raw), str(args.input))
     return config, state_dict
 
 
 def convert_hf(args: argparse.Namespace) -> tuple[LanguageBindVideoLlavaConfig, dict[str, torch.Tensor]]:
     raw = read_config(args.input)
+    if not isinstance(raw.get("vision_config"), dict) or not isinstance(raw.get("text_config"), dict):
+        raise ConversionError(f"{Path(args.input) / 'config.json'}: no vision_config / text_config: not the hf layout")
     vision = {k: v for k, v in raw["vision_config"].items() if k not in ("model_type", "architectures")}
     vision["hidden_act"] = args.tower_hidden_act or vision.get("hidden_act", "quick_gelu")
     logger.warning(
@@ -168,7 +181,9 @@ def convert_hf(args: argparse.Namespace) -> tuple[LanguageBindVideoLlavaConfig, 
         projector_hidden_act=raw.get("projector_hidden_act", "gelu"),
         multimodal_projector_bias=raw.get("multimodal_projector_bias", True),
     )
-    return config, rename(read_state_dict(args.input), HF_RULES, f"{args.input} (hf layout)")
+    state_dict = rename(read_state_dict(args.input), HF_RULES, f"{args.input} (hf layout)")
+    settle_tied_head(config, state_dict, declares_tie(raw), str(args.input))
+    return config, state_dict
 
 
 def _tower_config(path: Path, **overrides) -> dict:
@@ -185,17 +200,19 @@ def convert_languagebind(args: argparse.Namespace) -> tuple[LanguageBindVideoLla
     video.setdefault("num_frames", args.num_frames)
     if args.tower_hidden_act:
         image["hidden_act"] = video["hidden_act"] = args.tower_hidden_act
+    llm = read_config(args.input)
     config = LanguageBindVideoLlavaConfig(
         image_config=image,
         video_config=video,
         video_feature_select=args.video_feature_select,
-        **with_media_tokens(read_config(args.input)),
+        **with_media_tokens(llm),
     )
     state_dict = rename(read_state_dict(args.input), LLM_RULES, f"{args.input} (LLM)")
     for name, path in (("image_tower", args.image_tower), ("video_tower", args.video_tower)):
         tower = rename(read_state_dict(path), TOWER_RULES, f"{path} (LanguageBind)")
         state_dict.update({f"model.{name}.{k}": v for k, v in tower.items()})
     pad_vocab(state_dict, config.text_config.vocab_size)
+    settle_tied_head(config, state_dict, declares_tie(llm), str(args.input))
     fresh = _fresh_projector(config)
     state_dict.update(fresh)
     logger.info("Initialised the projector (%d tensors) for stage-1 training.", len(fresh))
@@ -209,8 +226,8 @@ def _fresh_projector(config: LanguageBindVideoLlavaConfig) -> dict[str, torch.Te
     return {f"model.multi_modal_projector.{k}": v for k, v in projector.state_dict().items()}
 
 
-def export_hf(args: argparse.Namespace) -> None:
-    """Our folder -> the layout of transformers' built-in `VideoLlavaForConditionalGeneration` (`-hf`)."""
+def export_hf(args: argparse.Namespace, out: Path) -> None:
+    """Our folder -> the layout of transformers' built-in `VideoLlavaForConditionalGeneration` (`-hf`), in `out`."""
     config = LanguageBindVideoLlavaConfig.from_pretrained(args.input)
     if config.video_config.add_time_attn:
         raise ConversionError(
@@ -229,6 +246,7 @@ def export_hf(args: argparse.Namespace) -> None:
         model_type="video_llava",
         vision_config={**vision, "model_type": "clip_vision_model"},
         text_config=config.text_config.to_dict(),
+        tie_word_embeddings=config.tie_word_embeddings,
         image_token_index=config.image_token_id,
         video_token_index=config.video_token_id,
         vision_feature_layer=config.vision_feature_layer,
@@ -240,9 +258,8 @@ def export_hf(args: argparse.Namespace) -> None:
     )
     from huggingface_hub import save_torch_state_dict
 
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     save_torch_state_dict(state_dict, out, max_shard_size=args.max_shard_size)
+    verify_written(out, {k: v.shape for k, v in state_dict.items()}, f"{args.input} (--to hf)")
     (out / "config.json").write_text(json.dumps(hf, indent=2, default=str))
     copy_tokenizer(Path(args.input), out, config, add_tokens=False)
     logger.info("Wrote %d tensors in the built-in VideoLlava layout to %s", len(state_dict), out)
@@ -251,16 +268,27 @@ def export_hf(args: argparse.Namespace) -> None:
 CONVERTERS = {"original": convert_original, "hf": convert_hf, "languagebind": convert_languagebind}
 
 
-def convert(args: argparse.Namespace) -> Path:
-    """Run one conversion; returns the output folder."""
-    if args.to == "hf":
-        export_hf(args)
-        return Path(args.output)
-    config, state_dict = CONVERTERS[args.source](args)
-    check_strict(state_dict, expected_shapes(config), f"{args.input} (--from {args.source})")
-    out = save_model_folder(config, state_dict, Path(args.output), args.max_shard_size, args.dtype)
-    copy_tokenizer(Path(args.tokenizer or args.input), out, config, add_tokens=args.source != "hf")
-    logger.info("Converted %d tensors strictly (0 missing, 0 unexpected) into %s", len(state_dict), out)
+def convert(args: argparse.Namespace, finish: Callable[[Path], None] | None = None) -> Path:
+    """Run one conversion; returns the output folder.
+
+    Everything is written to a temporary folder next to `--output` (then `finish(folder)`, if given, may add to
+    it) and moved into place only when complete: a failed conversion leaves no partial output.
+    """
+    out = Path(args.output)
+    with staged_folder(out) as staging:
+        if args.to == "hf":
+            export_hf(args, staging)
+        else:
+            config, state_dict = CONVERTERS[args.source](args)
+            check_strict(state_dict, expected_shapes(config), f"{args.input} (--from {args.source})")
+            save_model_folder(config, state_dict, staging, args.max_shard_size, args.dtype)
+            copy_tokenizer(Path(args.tokenizer or args.input), staging, config, add_tokens=args.source != "hf")
+            tied = " (lm_head tied to embed_tokens)" if config.tie_word_embeddings else ""
+            logger.info("Converted %d tensors strictly (0 missing, 0 unexpected%s), all read back", len(state_dict),
+                        tied)
+        if finish is not None:
+            finish(staging)
+    logger.info("Wrote %s", out)
     return out
 
 
@@ -281,13 +309,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-shard-size", default="5GB")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, finish: Callable[[Path], None] | None = None) -> int:
+    """`videollava convert`: 0 on success, 1 with a one-line error (nothing written) on failure."""
     if args.to == "ours" and args.source is None:
         raise SystemExit("videollava convert: pass --from {original,hf,languagebind} (or --to hf)")
     if args.source == "original" and args.tower_hidden_act is None:
         args.tower_hidden_act = "gelu"
     try:
-        convert(args)
+        convert(args, finish)
     except (ConversionError, FileNotFoundError) as error:
         logger.error("%s", error)
         return 1

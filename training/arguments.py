@@ -13,7 +13,7 @@ from typing import Literal
 from trl import SFTConfig, TrlParser
 
 from .data import DataSource
-from .stages import StageArguments
+from .stages import StageArguments, check_qlora
 
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,10 @@ class DataArguments:
     strict: bool = field(default=False, metadata={"help": "fail on the first bad sample instead of skipping it"})
     max_skipped_fraction: float = field(
         default=0.05, metadata={"help": "fail the run when more than this fraction of samples was skipped"}
+    )
+    skip_min_seen: int = field(
+        default=50, metadata={"help": "samples drawn before --max_skipped_fraction is checked during training "
+                                      "(loading the data and the end of training always check)"}
     )
     group_by_modality_length: bool = field(
         default=False, metadata={"help": "group multimodal vs text-only samples by length (SPEC §8.4)"}
@@ -81,6 +85,11 @@ class ModelArguments:
         default="auto", metadata={"help": "weights dtype when loading"}
     )
     attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa | flash_attention_2"})
+    load_4bit: bool = field(
+        default=False,
+        metadata={"help": "QLoRA: load the language model in 4 bit (NF4, double quantization; towers and projector "
+                          "stay in the compute dtype) and train LoRA adapters on it (needs --train_language_model lora)"},
+    )
 
 
 @dataclass
@@ -102,6 +111,8 @@ def parse_args(
     """Parse `--config PRESET.yaml` plus overrides; pins the SFTConfig settings the custom collator needs."""
     parser = TrlParser(ALL_ARGUMENTS)
     data, model, stage, export, training = parser.parse_args_and_config(argv)
+    if model.load_4bit:
+        check_qlora(stage)
     prepare_training_args(training)
     return data, model, stage, export, training
 

@@ -22,14 +22,13 @@ from argparse import Namespace
 from dataclasses import asdict
 from typing import Any
 
-from transformers.trainer_utils import get_last_checkpoint
-
 from .arguments import DataArguments, ExportArguments, ModelArguments, parse_args
+from .checkpoints import checkpoint_problem, checkpoint_step, newest_complete_checkpoint
 from .collator import VideoLlavaCollator
-from .data import load_training_data
+from .data import DataFormatError, load_training_data
 from .export import load_model, load_processor, push_folder, save_folder
-from .media import SkipLedger, SkippedMediaSummary
-from .stages import StageArguments, apply_stage, log_trainable, lora_config
+from .media import MediaError, SkipLedger, SkippedMediaSummary
+from .stages import StageArguments, apply_stage, log_trainable, lora_config, prepare_qlora
 from .trainer import VideoLlavaSFTTrainer
 
 
@@ -66,6 +65,10 @@ def build_model(model_args: ModelArguments, output_dir: str, trust_remote_code: 
             ))
     else:
         raise ValueError("pass --model_name_or_path, or --language_model with --image_tower and --video_tower")
+    if model_args.load_4bit:  # QLoRA
+        from .stages import load_4bit_model
+
+        return load_4bit_model(path, model_args.dtype, model_args.attn_implementation, trust_remote_code), path
     model = load_model(path, model_args.dtype, model_args.attn_implementation, trust_remote_code)
     return model, path
 
@@ -93,16 +96,35 @@ def set_global_batch(training, global_batch_size: int | None) -> None:
 
 
 def resume_checkpoint(training) -> str | None:
-    """`--resume_from_checkpoint` as given; by default the last `checkpoint-*` in `output_dir`, if any."""
+    """`--resume_from_checkpoint` as given (checked); by default the newest *complete* `checkpoint-*` in
+    `output_dir`, if any, saying which one and why any newer one was skipped."""
     value = training.resume_from_checkpoint
     if value is not None and str(value).lower() in ("none", "false", "no"):
         return None
+    need_optimizer = not training.save_only_model
     if value not in (None, "", "auto", "last", "true", "True"):
+        problem = checkpoint_problem(str(value), need_optimizer)
+        if problem:
+            raise ValueError(f"--resume_from_checkpoint {value}: cannot resume from it: {problem}")
         return value
-    last = get_last_checkpoint(training.output_dir) if os.path.isdir(training.output_dir) else None
+    last, skipped = newest_complete_checkpoint(training.output_dir, need_optimizer)
+    for line in skipped:
+        logger.warning("not resuming from incomplete checkpoint %s", line)
     if last:
-        logger.info("resuming from %s", last)
+        newer = f"; skipped {len(skipped)} newer incomplete one(s), see above" if skipped else ""
+        logger.info("resuming from %s (the newest complete checkpoint%s)", last, newer)
+    elif skipped:
+        logger.warning("no complete checkpoint in %s: training starts from the beginning", training.output_dir)
     return last
+
+
+def final_logged_loss(log_history: list[dict[str, Any]]) -> str:
+    """The last training loss in `Trainer`'s logged history (which a resumed run restores from its checkpoint)."""
+    logged = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
+    if not logged:
+        return "n/a (no loss was logged: lower --logging_steps)"
+    step, loss = logged[-1]
+    return f"{round(loss, 4)} (step {step})"
 
 
 def train(
@@ -121,17 +143,19 @@ def train(
         source = model_args.model_name_or_path or "in-memory model"
     if processor is None:
         processor = load_processor(source, training.trust_remote_code)
+    if model_args.load_4bit:
+        prepare_qlora(model, training.gradient_checkpointing, training.gradient_checkpointing_kwargs)
     trainable = apply_stage(model, stage)
     peft_config = lora_config(stage)
 
     ################
     # Dataset
     ################
-    dataset = load_training_data(data_args.sources(), strict=data_args.strict, seed=training.seed)
+    ledger = SkipLedger(training.output_dir, data_args.max_skipped_fraction, data_args.skip_min_seen)
+    dataset = load_training_data(data_args.sources(), strict=data_args.strict, seed=training.seed, ledger=ledger)
     num_frames = data_args.num_frames or model.config.video_config.num_frames
     collator = VideoLlavaCollator(
-        processor, num_frames=num_frames, max_length=training.max_length, strict=data_args.strict,
-        ledger=SkipLedger(training.output_dir, data_args.max_skipped_fraction),
+        processor, num_frames=num_frames, max_length=training.max_length, strict=data_args.strict, ledger=ledger,
     )
 
     set_global_batch(training, data_args.global_batch_size)
@@ -149,8 +173,13 @@ def train(
     plugin = trainer.accelerator.state.deepspeed_plugin
     if plugin is not None and plugin.zero_stage == 3:  # ranks must touch the same parameters (USER_NEEDS a10)
         model.config.run_unused_towers = True
-    result = trainer.train(resume_from_checkpoint=resume_checkpoint(training))
+    resume = resume_checkpoint(training)
+    start_step = checkpoint_step(resume) if resume else 0
+    trainer.train(resume_from_checkpoint=resume)
     model.config.run_unused_towers = False
+    # this process's draws against this process's skips (its DataLoader workers share its ledger's run id)
+    ledger.check_run(drawn=(trainer.state.global_step - start_step) * training.per_device_train_batch_size
+                     * training.gradient_accumulation_steps)
 
     ################
     # Save / export
@@ -167,7 +196,7 @@ def train(
             * training.gradient_accumulation_steps,
             "epochs": training.num_train_epochs, "steps": trainer.state.global_step,
             "scheduler": training.lr_scheduler_type, "warmup": training.warmup_steps,
-            "final train loss": round(result.training_loss, 4),
+            "final train loss": final_logged_loss(trainer.state.log_history),
             **({"lora r / alpha": f"{stage.lora_r} / {stage.lora_alpha}"} if peft_config else {}),
         },
     }
@@ -185,8 +214,13 @@ def train(
         publish_dir = training.output_dir
         if peft_config is not None and export.merge_lora:
             merged_dir = os.path.join(training.output_dir, "merged")
-            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-            save_folder(merged, processor, merged_dir, card)
+            if model_args.load_4bit:  # QLoRA: merge into the full-precision base, not into the 4-bit copy
+                from .export import merge_lora
+
+                merge_lora(training.output_dir, merged_dir, base=source, card_kwargs=card)
+            else:
+                merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+                save_folder(merged, processor, merged_dir, card)
             publish_dir = merged_dir
         if push:
             push_folder(publish_dir, repo_id, private=training.hub_private_repo)
@@ -215,5 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("training").setLevel(logging.INFO)
     data_args, model_args, stage, export, training = parse_args(argv)
-    train(data_args, model_args, stage, export, training)
+    try:
+        train(data_args, model_args, stage, export, training)
+    except (DataFormatError, MediaError) as err:  # bad data: one line, no traceback
+        logger.error("%s", err)
+        return 1
     return 0

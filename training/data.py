@@ -18,9 +18,9 @@ Example:
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, Features, List, Value, concatenate_datasets, load_dataset
 
-from .media import MediaError, resolve_media_path
+from .media import MediaError, SkipLedger, resolve_media_path
 
 
 logger = logging.getLogger(__name__)
@@ -98,14 +98,14 @@ def _word_count(messages: list[dict]) -> int:
 def _finish_row(sample_id: str, source: str, messages: list[dict], images: list, videos: list) -> dict[str, Any]:
     """Insert missing placeholders, check counts and roles, add the grouping length."""
     if not messages or messages[0]["role"] != "user":
-        raise DataFormatError(f"sample {sample_id} in {source}: conversation must start with a user/human turn")
+        raise DataFormatError("conversation must start with a user/human turn")
     for i, m in enumerate(messages):
         if m["role"] != ("user" if i % 2 == 0 else "assistant"):
-            raise DataFormatError(f"sample {sample_id} in {source}: turns must alternate user/assistant (turn {i})")
+            raise DataFormatError(f"turns must alternate user/assistant (turn {i})")
     if messages[-1]["role"] != "assistant":
         messages = messages[:-1]
     if not messages:
-        raise DataFormatError(f"sample {sample_id} in {source}: no assistant answer to train on")
+        raise DataFormatError("no assistant answer to train on")
     for kind, media in (("image", images), ("video", videos)):
         found = sum(b["type"] == kind for m in messages for b in m["content"])
         if found == 0 and media:
@@ -114,9 +114,7 @@ def _finish_row(sample_id: str, source: str, messages: list[dict], images: list,
             insert_at = 1 if kind == "image" and first and first[0]["type"] == "video" else 0
             first[insert_at:insert_at] = [{"type": kind, "text": ""} for _ in media]
         elif found != len(media):
-            raise DataFormatError(
-                f"sample {sample_id} in {source}: {found} <{kind}> placeholder(s) but {len(media)} {kind}(s) given"
-            )
+            raise DataFormatError(f"{found} <{kind}> placeholder(s) but {len(media)} {kind}(s) given")
     words = max(_word_count(messages), 1)
     return {
         "id": str(sample_id),
@@ -128,88 +126,155 @@ def _finish_row(sample_id: str, source: str, messages: list[dict], images: list,
     }
 
 
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _media_paths(folder: str | None, value: Any, key: str, allow_objects: bool = False) -> list:
+    """A record's `image`/`video` value (a path or a list of paths) resolved inside `folder`."""
+    items = _as_list(value)
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            try:
+                out.append(resolve_media_path(folder, item))
+            except MediaError as err:
+                raise DataFormatError(str(err)) from err
+        elif allow_objects and item is not None and not isinstance(item, (int, float, bool)):
+            out.append(item)  # in-memory PIL images / `datasets.Image` dicts / frame lists from `datasets`
+        else:
+            raise DataFormatError(f"'{key}' must be a path or a list of paths, got {_kind(item)} {item!r:.40}")
+    return out
+
+
 def llava_record_to_row(record: dict[str, Any], source: DataSource) -> dict[str, Any]:
-    """Convert one LLaVA-format record; raises `DataFormatError` naming the sample."""
+    """Convert one LLaVA-format record; raises `DataFormatError` saying what is wrong with it."""
+    if not isinstance(record, dict):
+        raise DataFormatError(f"expected a JSON object, got {_kind(record)}")
     sample_id = str(record.get("id", "?"))
-    turns = list(record.get("conversations") or [])
+    turns = record.get("conversations")
+    if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+        raise DataFormatError(f"'conversations' must be a list of {{from, value}} objects, got {_kind(turns)}")
     if turns and ROLES.get(turns[0].get("from")) != "user":
         turns = turns[1:]  # like Video-LLaVA: a leading non-human turn is dropped
     messages = []
     for turn in turns:
-        role = ROLES.get(turn.get("from"))
+        role = ROLES.get(turn.get("from")) if isinstance(turn.get("from"), str) else None
         if role is None or not isinstance(turn.get("value"), str):
-            raise DataFormatError(f"sample {sample_id} in {source.path}: bad turn {turn!r}")
+            raise DataFormatError(f"bad turn {turn!r:.80}")
         content = _split_placeholders(turn["value"]) if role == "user" else [{"type": "text", "text": turn["value"]}]
         if role == "assistant" and PLACEHOLDER.search(turn["value"]):
-            raise DataFormatError(f"sample {sample_id} in {source.path}: media placeholder in an answer")
+            raise DataFormatError("media placeholder in an answer")
         messages.append({"role": role, "content": content})
-    try:
-        images = [resolve_media_path(source.image_folder, p) for p in _as_list(record.get("image"))]
-        videos = [resolve_media_path(source.video_folder, p) for p in _as_list(record.get("video"))]
-    except MediaError as err:
-        raise DataFormatError(f"sample {sample_id} in {source.path}: {err}") from err
+    images = _media_paths(source.image_folder, record.get("image"), "image")
+    videos = _media_paths(source.video_folder, record.get("video"), "video")
     return _finish_row(sample_id, source.path, messages, images, videos)
 
 
 def messages_record_to_row(record: dict[str, Any], source: DataSource, index: int) -> dict[str, Any]:
     """Convert one `datasets`-style row (`messages` with string or typed content, `images`, `videos`)."""
+    if not isinstance(record, dict):
+        raise DataFormatError(f"expected a JSON object, got {_kind(record)}")
     sample_id = str(record.get("id", index))
+    if not isinstance(record["messages"], list) or not all(isinstance(m, dict) for m in record["messages"]):
+        got = _kind(record["messages"])
+        raise DataFormatError(f"'messages' must be a list of {{role, content}} objects, got {got}")
     messages = []
     for m in record["messages"]:
-        role = ROLES.get(m["role"])
+        role = ROLES.get(m.get("role")) if isinstance(m.get("role"), str) else None
         if role is None:
             continue  # system prompts come from the chat template
-        content = m["content"]
+        content = m.get("content")
         if isinstance(content, str):
             blocks = _split_placeholders(content) if role == "user" else [{"type": "text", "text": content}]
+        elif isinstance(content, list) and all(isinstance(b, dict) for b in content):
+            blocks = [{"type": str(b["type"]), "text": str(b.get("text") or "")} for b in content if b.get("type")]
         else:
-            blocks = [{"type": b["type"], "text": b.get("text") or ""} for b in content if b.get("type")]
+            raise DataFormatError(f"message content must be a string or a list of blocks, got {_kind(content)}")
         messages.append({"role": role, "content": blocks})
-
-    def resolve(folder: str | None, item: Any) -> Any:
-        if isinstance(item, str):
-            try:
-                return resolve_media_path(folder, item)
-            except MediaError as err:
-                raise DataFormatError(f"sample {sample_id} in {source.path}: {err}") from err
-        return item
-
-    images = [resolve(source.image_folder, x) for x in _as_list(record.get("images", record.get("image")))]
-    videos = [resolve(source.video_folder, x) for x in _as_list(record.get("videos", record.get("video")))]
+    images = _media_paths(source.image_folder, record.get("images", record.get("image")), "images", True)
+    videos = _media_paths(source.video_folder, record.get("videos", record.get("video")), "videos", True)
     return _finish_row(sample_id, source.path, messages, images, videos)
 
 
-def _read_records(source: DataSource) -> list[dict[str, Any]] | Dataset:
-    path = source.path
+def _read_json_file(path: str) -> list[tuple[str, Any]]:
+    """`(where, record)` pairs of a JSON list (`path[i]`) or JSONL file (`path:line`); a UTF-8 BOM is accepted.
+
+    A JSON file that does not parse raises `DataFormatError` naming the file and position; a bad JSONL line becomes
+    a `DataFormatError` in place of its record (skipped and counted like any malformed record).
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as err:
+        raise DataFormatError(f"{path}: cannot read: {err.strerror}") from None
     if path.endswith(".jsonl"):
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    if path.endswith(".json"):
-        with open(path) as f:
-            data = json.load(f)
-        if not isinstance(data, list):
-            raise DataFormatError(f"{path}: expected a JSON list of samples, got {type(data).__name__}")
-        return data
-    return load_dataset(path, split=source.split)
+        out: list[tuple[str, Any]] = []
+        for n, line in enumerate(raw.removeprefix(codecs.BOM_UTF8).split(b"\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                out.append((f"{path}:{n}", json.loads(line.decode("utf-8"))))
+            except UnicodeDecodeError as err:
+                out.append((f"{path}:{n}", DataFormatError(f"not UTF-8 text (byte offset {err.start} of the line)")))
+            except json.JSONDecodeError as err:
+                out.append((f"{path}:{n}", DataFormatError(f"not valid JSON: {err.msg} (column {err.colno})")))
+        return out
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise DataFormatError(f"{path}: not UTF-8 text (byte offset {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{path}: not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})") from None
+    if not isinstance(data, list):
+        raise DataFormatError(f"{path}: expected a JSON list of samples, got {_kind(data)}")
+    return [(f"{path}[{i}]", record) for i, record in enumerate(data)]
 
 
-def load_source(source: DataSource, strict: bool = False) -> Dataset:
-    """Read and normalise one source. Malformed records are skipped and counted (`strict=True`: raise)."""
+def _read_records(source: DataSource) -> list[tuple[str, Any]]:
+    if source.path.endswith((".json", ".jsonl")):
+        return _read_json_file(source.path)
+    dataset = load_dataset(source.path, split=source.split)
+    return [(f"{source.path}[{i}]", record) for i, record in enumerate(dataset)]
+
+
+def _to_row(record: Any, source: DataSource, index: int) -> dict[str, Any]:
+    if isinstance(record, DataFormatError):
+        raise record
+    if isinstance(record, dict) and "conversations" in record:
+        return llava_record_to_row(record, source)
+    if isinstance(record, dict) and "messages" in record:
+        return messages_record_to_row(record, source, index)
+    if isinstance(record, dict):
+        raise DataFormatError("no 'conversations'/'messages'")
+    raise DataFormatError(f"expected a JSON object, got {_kind(record)}")
+
+
+def load_source(source: DataSource, strict: bool = False, ledger: SkipLedger | None = None) -> Dataset:
+    """Read and normalise one source. Malformed records are skipped, named (file and position) and counted in
+    `ledger` (`strict=True`: raise on the first)."""
     records = _read_records(source)
     rows, errors = [], Counter()
-    for i, record in enumerate(records):
+    for i, (where, record) in enumerate(records):
+        sample_id = str(record.get("id", i)) if isinstance(record, dict) else where
         try:
-            if "conversations" in record:
-                rows.append(llava_record_to_row(record, source))
-            elif "messages" in record:
-                rows.append(messages_record_to_row(record, source, i))
-            else:
-                raise DataFormatError(f"sample {record.get('id', i)} in {source.path}: no 'conversations'/'messages'")
+            try:
+                rows.append(_to_row(record, source, i))
+            except (TypeError, AttributeError, KeyError, ValueError) as err:
+                if isinstance(err, DataFormatError):
+                    raise
+                raise DataFormatError(f"{type(err).__name__}: {err}") from err
         except DataFormatError as err:
+            message = f"{where} (sample {sample_id}): {err}"
             if strict:
-                raise
-            errors[str(err).split(": ", 1)[-1][:60]] += 1
-            logger.warning("%s (skipped)", err)
+                raise DataFormatError(message) from err
+            errors[str(err)[:60]] += 1
+            if ledger is not None:
+                ledger.skip(sample_id, message, kind="record", check=False)
+            else:
+                logger.warning("%s (skipped)", message)
+    if ledger is not None:
+        ledger.loaded(len(records))
     if errors:
         logger.warning("%s: skipped %d malformed sample(s): %s", source.path, sum(errors.values()), dict(errors))
     if not rows:
@@ -236,11 +301,19 @@ def mix_datasets(datasets: list[Dataset], weights: list[float], seed: int = 0) -
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
-def load_training_data(sources: list[DataSource], strict: bool = False, seed: int = 0) -> Dataset:
-    """Load, normalise and mix every source into one `Dataset` (see the module docstring for its rows)."""
+def load_training_data(
+    sources: list[DataSource], strict: bool = False, seed: int = 0, ledger: SkipLedger | None = None
+) -> Dataset:
+    """Load, normalise and mix every source into one `Dataset` (see the module docstring for its rows).
+
+    With `ledger`, every dropped record is counted and logged there (`skipped_media.jsonl`), and the load fails
+    when more than its `max_skipped_fraction` of all records was dropped.
+    """
     if not sources:
         raise ValueError("no training data given: pass --dataset PATH (repeatable)")
-    datasets = [load_source(s, strict=strict) for s in sources]
+    datasets = [load_source(s, strict=strict, ledger=ledger) for s in sources]
+    if ledger is not None:
+        ledger.check_load()
     mixed = mix_datasets(datasets, [s.weight for s in sources], seed=seed)
     kinds = Counter(
         "image+video" if i and v else "image" if i else "video" if v else "text"

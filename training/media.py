@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,10 @@ def resolve_media_path(folder: str | os.PathLike | None, relative: str) -> str:
     Raises:
         MediaError: when the resolved path is not inside `folder`.
     """
+    if not isinstance(relative, str):
+        raise MediaError(f"media path must be a string, got {type(relative).__name__} {relative!r:.40}")
+    if "\x00" in relative:
+        raise MediaError(f"media path {relative!r} contains a NUL byte")
     if folder is None:
         return str(Path(relative))
     root = Path(folder).resolve()
@@ -104,38 +109,82 @@ def _pyav_load_video(path: str, num_frames: int) -> np.ndarray:
 
 
 class SkipLedger:
-    """Counts samples seen and skipped in one process and appends each skip to a shared JSONL file.
+    """Counts records loaded, samples drawn and skips in one process, and appends each skip to a shared JSONL file.
+
+    Records dropped while loading the data (`kind="record"`) and samples skipped in the collator (`"media"`,
+    `"length"`) go to the same ledger and log. `max_skipped_fraction` is enforced on the records dropped when the
+    load ends (`check_load`), on the samples skipped during training once `min_seen` were drawn (`check`), and over
+    every sample drawn in the run when training ends (`check_run`), so small runs are held to it too.
 
     Args:
         log_dir: folder for `skipped_media.jsonl` (usually `output_dir`); `None` keeps the log in memory only.
-        max_skipped_fraction: fail the run once more than this fraction of the samples seen (after `min_seen`) was
-            skipped. `1.0` never fails.
-        min_seen: samples to see before the fraction is enforced, so one early bad file does not end a run.
+        max_skipped_fraction: fail the run once more than this fraction was skipped. `1.0` never fails.
+        min_seen: samples to draw before the fraction is enforced *during* training, so one early bad file does not
+            end a long run (the end of the load and of training always check).
     """
 
     def __init__(self, log_dir: str | None = None, max_skipped_fraction: float = 0.05, min_seen: int = 50) -> None:
+        if not 0.0 <= max_skipped_fraction <= 1.0:
+            raise ValueError(f"max_skipped_fraction must be within [0, 1], got {max_skipped_fraction}")
+        if min_seen < 0:
+            raise ValueError(f"min_seen must be >= 0, got {min_seen}")
         self.log_path = os.path.join(log_dir, SKIP_LOG_NAME) if log_dir else None
         self.max_skipped_fraction = max_skipped_fraction
         self.min_seen = min_seen
+        self.run_id = uuid.uuid4().hex[:12]
+        self.records = 0
         self.seen = 0
         self.skipped: Counter[str] = Counter()
 
+    def loaded(self, n: int) -> None:
+        """Count `n` records read from a data file (dropped ones included)."""
+        self.records += n
+
     def see(self, n: int = 1) -> None:
+        """Count `n` samples drawn by the collator."""
         self.seen += n
 
-    def skip(self, sample_id: str, reason: str, kind: str = "media") -> None:
-        """Record one skipped sample, log it, and raise `MediaError` once the threshold is passed."""
+    def skip(self, sample_id: str, reason: str, kind: str = "media", check: bool = True) -> None:
+        """Record one skipped sample, log it, and (with `check`) raise `MediaError` once the threshold is passed."""
         self.skipped[kind] += 1
         logger.warning("skipping sample %s (%s): %s", sample_id, kind, reason)
         if self.log_path:
             os.makedirs(os.path.dirname(self.log_path) or ".", exist_ok=True)
+            row = {"id": str(sample_id), "kind": kind, "reason": reason, "pid": os.getpid(), "run": self.run_id}
             with open(self.log_path, "a") as f:
-                f.write(json.dumps({"id": str(sample_id), "kind": kind, "reason": reason, "pid": os.getpid()}) + "\n")
-        total = sum(self.skipped.values())
-        if self.seen >= self.min_seen and total > self.max_skipped_fraction * self.seen:
+                f.write(json.dumps(row) + "\n")
+        if check:
+            self.check()
+
+    def _drawn_skips(self) -> Counter[str]:
+        return Counter({k: v for k, v in self.skipped.items() if k != "record"})
+
+    def check_load(self) -> None:
+        """Raise `MediaError` when more than the fraction of the records read was dropped as malformed."""
+        self._enforce(Counter(record=self.skipped["record"]), self.records, "records dropped while loading")
+
+    def check(self) -> None:
+        """Mid-training check over the samples drawn in this process, once `min_seen` were drawn."""
+        if self.seen >= self.min_seen:
+            self._enforce(self._drawn_skips(), self.seen, "samples skipped")
+
+    def check_run(self, drawn: int) -> None:
+        """End-of-training check over the samples `drawn` by this process in this run, its DataLoader workers
+        included (their skips are read back from the shared log by this ledger's run id)."""
+        if self.log_path is None:
+            skipped = self._drawn_skips()
+        else:
+            rows = read_skip_log(os.path.dirname(self.log_path))
+            skipped = Counter(r.get("kind") for r in rows if r.get("run") == self.run_id and r.get("kind") != "record")
+        self._enforce(skipped, drawn, "samples drawn during training were skipped")
+
+    def _enforce(self, skipped: Counter[str], total: int, what: str) -> None:
+        count = sum(skipped.values())
+        if total and count > self.max_skipped_fraction * total:
             raise MediaError(
-                f"{total} of {self.seen} samples skipped ({dict(self.skipped)}), more than max_skipped_fraction="
-                f"{self.max_skipped_fraction}; see {self.log_path or 'the log'} and fix the data or raise the threshold"
+                f"{count} of {total} {what} ({dict(skipped)}), more than max_skipped_fraction="
+                f"{self.max_skipped_fraction}; see {self.log_path or 'the log above'} and fix the data or raise "
+                "--max_skipped_fraction"
             )
 
 

@@ -7,6 +7,11 @@ match inside those parts (a plain name list such as `["q_proj", "v_proj"]` would
 a9/d2). Fully trained parts of a LoRA run go to `modules_to_save`, so the projector is saved with the adapter.
 
 Presets (SPEC §8.1): stage 1 = projector only; stage 2 = projector + LLM (full or LoRA); towers always frozen.
+
+QLoRA (`--load_4bit true --train_language_model lora`): `load_4bit_model` loads the language model in 4 bit (the
+`BitsAndBytesConfig` of `videollava.loading`: NF4, double quantization, compute dtype bf16 on GPU / fp32 on CPU;
+towers, projector and `lm_head` unquantized), `prepare_qlora` runs peft's `prepare_model_for_kbit_training`, and the
+adapter + projector are saved exactly as for LoRA. The merged model is built from the full-precision base.
 """
 
 from __future__ import annotations
@@ -72,6 +77,58 @@ class StageArguments:
     @property
     def uses_lora(self) -> bool:
         return "lora" in self.modes().values()
+
+
+def check_qlora(stage: StageArguments) -> None:
+    """QLoRA trains adapters on the 4-bit language model: it cannot be trained fully, and something must be LoRA."""
+    if stage.train_language_model != "lora":
+        raise ValueError(f"--load_4bit true quantizes the language model: use --train_language_model lora (QLoRA), "
+                         f"got {stage.train_language_model}")
+
+
+def load_4bit_model(path: str, dtype: str = "auto", attn_implementation: str | None = None,
+                    trust_remote_code: bool = True):
+    """The model at `path` with its language model in 4 bit, on this process's device (see the module docstring)."""
+    import torch
+    from accelerate import PartialState
+
+    from videollava.loading import quantization_config, require_extra
+
+    require_extra("bitsandbytes", "quant", "--load_4bit")
+    state = PartialState()
+    on_gpu = state.device.type == "cuda"
+    compute = getattr(torch, dtype) if dtype != "auto" else torch.bfloat16 if on_gpu else torch.float32
+    kwargs = {"dtype": compute, "quantization_config": quantization_config(4, compute),
+              "device_map": {"": state.local_process_index if on_gpu else "cpu"}}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        from modeling_videollava import LanguageBindVideoLlavaForConditionalGeneration as cls
+
+        return cls.from_pretrained(path, **kwargs)
+    except ImportError:
+        from transformers import AutoModelForImageTextToText
+
+        return AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def _inputs_to_weight_dtype(module: nn.Module, args: tuple) -> tuple:
+    dtype = next(module.parameters()).dtype
+    return tuple(a.to(dtype) if hasattr(a, "is_floating_point") and a.is_floating_point() else a for a in args)
+
+
+def prepare_qlora(model: nn.Module, gradient_checkpointing: bool = False, checkpointing_kwargs: dict | None = None):
+    """peft's `prepare_model_for_kbit_training` (freezes everything; `apply_stage` then unfreezes the full parts).
+
+    TRL casts a quantized model's trainable parameters to bf16 (the QLoRA recipe), so the fully trained projector
+    (a peft `modules_to_save` copy, hooks included) casts its inputs to its own dtype.
+    """
+    from peft import prepare_model_for_kbit_training
+
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                            gradient_checkpointing_kwargs=checkpointing_kwargs)
+    model.model.multi_modal_projector.register_forward_pre_hook(_inputs_to_weight_dtype)
+    return model
 
 
 def part_of(name: str) -> str | None:

@@ -2,7 +2,8 @@
 
 The converter itself writes weights, config, Hub code and tokenizer (and stays free of our other packages); this
 command also saves the matching `LanguageBindVideoLlavaProcessor` (chat template, token counts, image size), so the output folder
-loads with `AutoProcessor.from_pretrained(out, trust_remote_code=True)` as well as the model.
+loads with `AutoProcessor.from_pretrained(out, trust_remote_code=True)` as well as the model. The processor is written
+into the converter's temporary folder, so the output appears complete or not at all.
 """
 
 import argparse
@@ -19,24 +20,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     converter.add_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> int:
-    status = converter.run(args)
-    if status or args.to == "hf":
-        return status
+def write_processor(folder: Path) -> None:
+    """Save the processor matching the converted model and tokenizer in `folder`, then check that `folder` is a
+    complete Hub folder (code files + auto_map, `videollava.hub_folder`)."""
     from .hub_folder import complete_hub_folder
 
-    out = Path(args.output)
-    if not (out / "tokenizer_config.json").is_file():
-        logger.warning("No tokenizer in %s, so no processor was written: pass --tokenizer DIR.", out)
-        complete_hub_folder(out, processor=False)
-        return status
+    if not (folder / "tokenizer_config.json").is_file():
+        logger.warning("No tokenizer in the output, so no processor was written: pass --tokenizer DIR.")
+        complete_hub_folder(folder, processor=False)
+        return
     from transformers import AutoTokenizer
 
     from modeling_videollava import LanguageBindVideoLlavaConfig
     from processing import build_processor
 
-    tokenizer = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
-    build_processor(LanguageBindVideoLlavaConfig.from_pretrained(out), tokenizer).save_pretrained(out)
-    logger.info("Wrote the processor and chat template to %s", out)
-    complete_hub_folder(out)
-    return status
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    build_processor(LanguageBindVideoLlavaConfig.from_pretrained(folder), tokenizer).save_pretrained(folder)
+    logger.info("Wrote the processor and chat template")
+    complete_hub_folder(folder)
+
+
+def run(args: argparse.Namespace) -> int:
+    return converter.run(args, finish=None if args.to == "hf" else write_processor)

@@ -57,7 +57,8 @@ def test_generate_score_and_report_with_stub_model(tmp_path, capsys, monkeypatch
 
     (tmp_path / "msvd").mkdir()
     (tmp_path / "msvd" / "metrics.json").write_text(json.dumps(
-        {"task": "msvd_qa", "metrics": {}, "headline": {"accuracy": 66.25, "score": 3.71},
+        {"task": "msvd_qa", "metrics": {"count": 118, "judge_failures": 2},
+         "headline": {"accuracy": 66.25, "score": 3.71},
          "judge": {"model": "gpt-3.5-turbo", "base_url": "https://api.openai.com/v1", "served_models": ["gpt-3.5-turbo-0125"]}}
     ))  # fmt: skip
     with pytest.raises(FileNotFoundError, match="fixtures/metrics.json"):
@@ -65,6 +66,40 @@ def test_generate_score_and_report_with_stub_model(tmp_path, capsys, monkeypatch
     assert main(["eval", "--report", str(out), str(tmp_path / "msvd"), "--output", str(tmp_path / "rep")]) == 0
     table = (tmp_path / "rep" / "report.md").read_text()
     assert table == capsys.readouterr().out.rstrip("\n") + "\n"
-    assert "| ours (Acc / Score) | 66.2 / 3.71 | – | – | – |" in table
+    assert "| ours (Acc / Score) | 66.2 / 3.71 (judged 118/120) | – | – | – |" in table
     assert "| Video-LLaVA, as reported in the paper (Acc / Score) | 70.7 / 3.9 | 59.2 / 3.5 |" in table
     assert "gpt-3.5-turbo-0125" in table and "| shapes | accuracy_static | 100.0 |" in table
+    assert "| shapes | count | 5 |" in table
+
+
+def test_judge_outage_fails_the_run_and_the_report_counts_verdicts(tmp_path, capsys, caplog):
+    """Defect 5: every judge call failing read as a real 0 % score with exit 0."""
+    predictions = str(FIX / "msvd_merge_original.jsonl")
+    with JudgeServer() as server:
+        argv = ["eval", "--task", "msvd_qa", "--predictions", predictions, "--output", str(tmp_path / "down"),
+                "--judge-base-url", server.url, "--judge-model", "j", "--no-progress", "--judge-max-retries", "1"]
+        server.always = "500"
+        assert main(argv) == 1
+        assert not (tmp_path / "down" / "metrics.json").exists() and (tmp_path / "down" / "judgements.jsonl").exists()
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "gave a verdict for only 0 of 4 predictions" in errors[0]
+        assert "HTTP 500" in errors[0]
+
+        server.always = None
+        server.script = {"onion": ["500"] * 4}  # one sample fails in both runs: 3 of 4 judged
+        argv[argv.index("--output") + 1] = str(tmp_path / "partial")
+        assert main(argv) == 1 and "only 3 of 4" in caplog.text
+        assert main(argv + ["--judge-min-judged", "0.7"]) == 0  # asked for: scored on the 3, and says so
+        assert _json_out(capsys)["metrics"]["judge_failures"] == 1
+    assert main(["eval", "--report", str(tmp_path / "partial")]) == 0
+    assert "| ours (Acc / Score) | 66.7 / 3.00 (judged 3/4) | – | – | – |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag,value", [("--judge-max-retries", "-1"), ("--judge-timeout", "0"),
+                                        ("--judge-timeout", "nan"), ("--judge-concurrency", "0"),
+                                        ("--judge-min-judged", "2")])
+def test_judge_options_are_validated(flag, value, capsys):
+    """Defect 12: `--judge-max-retries -1` crashed with UnboundLocalError, `--judge-timeout 0` was accepted."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--task", "msvd_qa", "--predictions", str(FIX / "msvd_merge_original.jsonl"), flag, value])
+    assert exit_.value.code == 2 and f"argument {flag}: " in capsys.readouterr().err

@@ -198,3 +198,78 @@ def test_convert_command_line(tmp_path, caplog):
     assert main(["convert", "--from", "original", "--input", str(tmp_path / "nowhere"), "--output",
                  str(tmp_path / "x")]) == 1
     assert "No config.json in" in caplog.text
+
+
+def _tied_hf_model():
+    from tests.modeling_videollava.helpers import tiny_hf_model
+
+    config = tiny_hf_model().config
+    config.tie_word_embeddings = True
+    torch.manual_seed(1)
+    model = HFVideoLlava(config).eval()
+    assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
+    return model
+
+
+def _assert_converted_equals(hf, out):
+    """Every written key read back: exactly the expected set, and the model built from them equals the source."""
+    from safetensors import safe_open
+
+    from modeling_videollava.checkpoint_io import expected_shapes
+
+    ours, info = LanguageBindVideoLlavaForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    written = {}
+    for shard in out.glob("*.safetensors"):
+        with safe_open(str(shard), "pt") as f:
+            written |= {k: f.get_tensor(k) for k in f.keys()}
+    assert set(written) == set(expected_shapes(ours.config)) and not info["missing_keys"]
+    for key, value in written.items():
+        torch.testing.assert_close(ours.state_dict()[key], value, rtol=0, atol=0)
+    torch.testing.assert_close(ours.lm_head.weight, hf.lm_head.weight, rtol=0, atol=0)
+    batch = mixed_batch(ours.config)
+    with torch.no_grad():
+        diff = (hf(**batch).logits - ours.eval()(**batch).logits)[batch["attention_mask"].bool()].abs().max()
+    assert diff <= 1e-5
+    return ours
+
+
+def test_tied_checkpoint_saved_by_transformers_keeps_its_head(tmp_path, caplog):
+    """Defect 1: `save_pretrained` of a tied model stores no lm_head; the tie must be recorded, not lost."""
+    from tests.tiny import tiny_tokenizer
+    from videollava.cli import main
+
+    caplog.set_level("INFO")
+    hf = _tied_hf_model()
+    hf.save_pretrained(tmp_path / "tied")
+    tiny_tokenizer().save_pretrained(tmp_path / "tied")
+    assert main(["convert", "--from", "hf", "--input", str(tmp_path / "tied"), "--output", str(tmp_path / "out"),
+                 "--num-frames", "2"]) == 0
+    ours = _assert_converted_equals(hf, tmp_path / "out")
+    assert ours.config.tie_word_embeddings and ours.lm_head.weight is ours.model.language_model.embed_tokens.weight
+    assert "tied to embed_tokens" in caplog.text
+
+
+def test_bin_checkpoint_with_shared_storage_writes_both_tensors(tmp_path):
+    """Defect 1: an older `pytorch_model.bin` of a tied model holds lm_head and embed_tokens in one storage;
+    `save_pretrained(state_dict=...)` used to drop lm_head silently (random on load). Here the config does not
+    declare the tie, so both tensors must be written."""
+    from safetensors.torch import load_file
+
+    from tests.tiny import tiny_tokenizer
+    from videollava.cli import main
+
+    hf = _tied_hf_model()
+    hf.save_pretrained(tmp_path / "src")
+    legacy = load_file(tmp_path / "src" / "model.safetensors")  # transformers' on-disk (original) key names
+    legacy["language_model.lm_head.weight"] = legacy["language_model.model.embed_tokens.weight"]  # one storage
+    (tmp_path / "src" / "model.safetensors").unlink()
+    torch.save(legacy, tmp_path / "src" / "pytorch_model.bin")
+    config = json.loads((tmp_path / "src" / "config.json").read_text())
+    config["tie_word_embeddings"] = config["text_config"]["tie_word_embeddings"] = False
+    (tmp_path / "src" / "config.json").write_text(json.dumps(config))
+    tiny_tokenizer().save_pretrained(tmp_path / "src")
+    assert main(["convert", "--from", "hf", "--input", str(tmp_path / "src"), "--output", str(tmp_path / "out"),
+                 "--num-frames", "2"]) == 0
+    ours = _assert_converted_equals(hf, tmp_path / "out")
+    assert not ours.config.tie_word_embeddings
+    assert "lm_head.weight" in load_file(tmp_path / "out" / "model.safetensors")

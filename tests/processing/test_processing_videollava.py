@@ -137,7 +137,7 @@ def test_save_and_load_round_trip(processor, tmp_path, videos):
     processor.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "processor_config.json").read_text())
     assert saved["frame_seq_length"] == 5 and saved["auto_map"]["AutoProcessor"].startswith("processing_videollava.")
-    for name in ("processing_videollava.py", "image_processing_videollava.py", "video_io.py",
+    for name in ("processing_videollava.py", "image_processing_videollava.py", "video_io.py", "video_decode.py",
                  "video_processing_videollava.py", "chat_template.jinja"):
         assert (tmp_path / name).exists(), name
     loaded = LanguageBindVideoLlavaProcessor.from_pretrained(tmp_path, trust_remote_code=True)  # image processor is Hub code

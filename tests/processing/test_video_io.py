@@ -1,4 +1,5 @@
-"""load_video: LanguageBind sampling, seeking == decode-every-frame on several codecs, inputs, errors, fuzzing."""
+"""load_video: LanguageBind sampling, seeking == transformers' documented recipe on unusual files, inputs, errors,
+fuzzing."""
 
 import io
 import logging
@@ -13,8 +14,8 @@ import pytest
 from PIL import Image
 
 from processing import VideoDecodeError, load_video, sample_indices
-from processing import video_io
-from tests.processing.media import decode_all, make_audio_only, make_video, pattern
+from processing import video_decode
+from tests.processing.media import HUB_PRELUDE, count_frames, make_audio_only, make_video, pattern, recipe_frames, trim_edit_list
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,13 +29,21 @@ CASES = {
     "odd_size.mp4": dict(codec="libx264", num_frames=20, gop=6, size=(63, 47), pix_fmt="yuv444p"),
     "rotated.mp4": dict(codec="libx264", num_frames=20, gop=6, rotation=90),
     "with_audio.mp4": dict(codec="libx264", num_frames=20, gop=6, audio=True),
+    "h264_bframes.mp4": dict(codec="libx264", num_frames=60, gop=25, b_frames=True),  # b-pyramid: some B are refs
+    "h264_bframes_faststart.mp4": dict(codec="libx264", num_frames=30, gop=250, b_frames=True, faststart=True),
+    "hevc.mp4": dict(codec="libx265", num_frames=30, gop=10),
+    "mpeg2_bframes.ts": dict(codec="mpeg2video", num_frames=30, gop=12, b_frames=True),
+    "mpeg4_bframes.mp4": dict(codec="mpeg4", num_frames=30, gop=12, b_frames=True),
+    "edit_list_trimmed.mp4": dict(codec="libx264", num_frames=40, gop=10, b_frames=True),  # 60 % shown, see below
 }
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("media")
-    return {name: make_video(root / name, **kwargs) for name, kwargs in CASES.items()}
+    files = {name: make_video(root / name, **kwargs) for name, kwargs in CASES.items()}
+    trim_edit_list(files["edit_list_trimmed.mp4"], keep=0.6)
+    return files
 
 
 def test_sample_indices_is_languagebind_linspace():
@@ -45,23 +54,38 @@ def test_sample_indices_is_languagebind_linspace():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("num_frames", [8, 3])
-def test_seeking_matches_decode_every_frame(media, name, num_frames, caplog):
-    reference = decode_all(media[name])
-    with caplog.at_level(logging.INFO, logger=video_io.__name__):
+def test_seeking_matches_documented_recipe(media, name, num_frames, caplog):
+    total = count_frames(media[name])
+    with caplog.at_level(logging.INFO, logger=video_decode.__name__):
         clip = load_video(media[name], num_frames)
     assert "decoding every frame" not in caplog.text  # the seeking path, not the fallback
-    assert clip.indices.tolist() == sample_indices(len(reference), num_frames).tolist()
-    assert clip.frames.dtype == np.uint8 and clip.frames.shape == (num_frames, *reference.shape[1:])
-    np.testing.assert_array_equal(clip.frames, reference[clip.indices])
-    assert clip.num_source_frames == len(reference) and not clip.repeated
+    assert clip.indices.tolist() == sample_indices(total, num_frames).tolist()
+    reference = recipe_frames(media[name], clip.indices)
+    assert clip.frames.dtype == np.uint8 and clip.frames.shape == reference.shape
+    np.testing.assert_array_equal(clip.frames, reference)
+    assert clip.num_source_frames == total and not clip.repeated
     assert clip.timestamps[0] == 0 and np.all(np.diff(clip.timestamps) > 0)
 
 
-def test_counted_fallback_matches_reference(media, monkeypatch):
-    monkeypatch.setattr(video_io, "_frame_table", lambda container, stream: None)
-    path = media["vp9.webm"]
-    clip = load_video(path, 8)
-    np.testing.assert_array_equal(clip.frames, decode_all(path)[clip.indices])
+def test_edit_list_shows_only_the_edit(media):
+    clip = load_video(media["edit_list_trimmed.mp4"], 40)  # 40 frames stored, the edit shows 24
+    assert clip.num_source_frames == 24 == count_frames(media["edit_list_trimmed.mp4"]) and clip.repeated
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_gop_parallel_decoding_matches_recipe(media, monkeypatch, workers):
+    monkeypatch.setattr(video_decode, "DECODE_WORKERS", workers)
+    for name in ("h264_short_gop.mp4", "h264_bframes.mp4", "mpeg2_bframes.ts", "vp9.webm"):
+        for source in (media[name], media[name].read_bytes(), io.BytesIO(media[name].read_bytes())):
+            clip = load_video(source, 8)
+            np.testing.assert_array_equal(clip.frames, recipe_frames(media[name], clip.indices))
+
+
+@pytest.mark.parametrize("name", ["vp9.webm", "h264_bframes.mp4", "mpeg2_bframes.ts"])
+def test_counted_fallback_matches_recipe(media, monkeypatch, name):
+    monkeypatch.setattr(video_decode, "scan", lambda container, stream, source: None)
+    clip = load_video(media[name], 8)
+    np.testing.assert_array_equal(clip.frames, recipe_frames(media[name], clip.indices))
 
 
 def test_rotation_is_honoured(media):
@@ -93,7 +117,7 @@ def test_short_video_repeats_frames(media):
     path = media["odd_size.mp4"]  # 20 frames
     clip = load_video(path, 32)
     assert clip.repeated and len(clip) == 32 and clip.frames.max() > 0
-    np.testing.assert_array_equal(clip.frames, decode_all(path)[clip.indices])
+    np.testing.assert_array_equal(clip.frames, recipe_frames(path, clip.indices))
 
 
 def test_bytes_file_object_and_arrays(media):
@@ -140,11 +164,10 @@ def test_errors_name_source_and_reason(tmp_path, media):
         load_video([])
 
 
-FUZZ = textwrap.dedent(
+FUZZ = HUB_PRELUDE + textwrap.dedent(
     """
-    import sys
     import numpy as np
-    from processing.video_io import VideoDecodeError, load_video
+    from hub_processing.video_io import VideoDecodeError, load_video
     rng = np.random.default_rng(0)
     variants = []
     for path in sys.argv[1:]:

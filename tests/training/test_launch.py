@@ -51,37 +51,64 @@ def test_videollava_train_cli(setup, tmp_path):
     assert (out / "chat_template.jinja").exists() or "chat_template" in (out / "processor_config.json").read_text()
 
 
-def test_kill_and_resume_continues_with_same_steps_and_data_order(setup, tmp_path):
+# Loaded by the killed run only (PYTHONPATH): the weights save of one checkpoint stalls, so the kill lands mid-save.
+STALL_SAVE = textwrap.dedent(
+    """
+    import os, time
+    import safetensors.torch as st
+    _save_file = st.save_file
+    def save_file(tensors, filename, *args, **kwargs):
+        if os.path.basename(os.path.dirname(str(filename))) == os.environ["STALL_IN"]:
+            open(os.environ["STALL_MARKER"], "w").close()
+            time.sleep(600)
+        return _save_file(tensors, filename, *args, **kwargs)
+    st.save_file = save_file
+    """
+)
+
+
+def _card_loss(out):
+    return next(line for line in (out / "README.md").read_text().splitlines() if "final train loss" in line)
+
+
+def test_kill_during_a_save_resumes_from_the_newest_complete_checkpoint(setup, tmp_path):
+    """A real `videollava train` is SIGKILLed while writing checkpoint-4 (config and code written, no weights, no
+    trainer state); the rerun skips it, says why, resumes from checkpoint-2 and continues bit-identically."""
     steps = ["--max_steps", "12", "--save_steps", "2", "--per_device_train_batch_size", "2"]
-    # reference: uninterrupted, in-process
     from training.cli import main
 
     reference = tmp_path / "reference"
     main(_argv(setup, reference, *steps))
     ref_losses, ref_steps = _losses(reference)
 
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "training", *_argv(setup, out, *steps)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    out, hook = tmp_path / "killed", tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(STALL_SAVE)
+    marker = tmp_path / "stalled"
+    cmd = [sys.executable, "-m", "videollava.cli", "train", *_argv(setup, out, *steps)]
+    env = ENV | {"PYTHONPATH": f"{hook}{os.pathsep}{ROOT}", "STALL_IN": "checkpoint-4", "STALL_MARKER": str(marker)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while not list(out.glob("checkpoint-*/trainer_state.json")) and proc.poll() is None and time.time() < deadline:
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
-    assert done and done[-1] < 12, f"run was not interrupted: {done}"
-    for step in done:  # a checkpoint cut short by the kill has no trainer_state.json; Trainer would trip on it
-        if not (out / f"checkpoint-{step}" / "trainer_state.json").exists():
-            import shutil
+    _, stderr = proc.communicate()
+    assert marker.exists(), stderr[-3000:]
+    half = out / "checkpoint-4"
+    assert (half / "config.json").exists() and not (half / "trainer_state.json").exists()
+    assert not list(half.glob("*.safetensors")) and (out / "checkpoint-2" / "trainer_state.json").exists()
 
-            shutil.rmtree(out / f"checkpoint-{step}")
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming from" in result.stderr
+    assert f"resuming from {out / 'checkpoint-2'} (the newest complete checkpoint" in result.stderr
+    assert f"{half}: no trainer_state.json (the save was cut short)" in result.stderr
     losses, global_step = _losses(out)
-    assert global_step == ref_steps == 12
+    assert global_step == ref_steps == 12 and (half / "trainer_state.json").exists()
+    assert sorted(losses) == sorted(ref_losses) == list(range(1, 13))
     for step, loss in losses.items():  # same data order and state => same losses after the resume point
         assert loss == pytest.approx(ref_losses[step], rel=1e-4, abs=1e-5), (step, losses, ref_losses)
+    # the card's final loss comes from the logged history (steps before the resume included), not this run's mean
+    assert _card_loss(out) == _card_loss(reference) == f"| final train loss | {round(ref_losses[12], 4)} (step 12) |"
 
 
 def test_two_process_cpu_ddp_trains_and_saves(setup, tmp_path):

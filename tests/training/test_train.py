@@ -119,3 +119,49 @@ def test_push_to_hub_uploads_the_folder_offline(data_dir, tmp_path, monkeypatch)
     files = calls[1][2]
     assert {"README.md", "config.json", "model.safetensors", "modeling_videollava.py"} <= set(files)
     assert "me/tiny" in (tmp_path / "README.md").read_text()
+
+
+def test_card_loss_of_a_rerun_that_resumes_at_the_end_is_the_logged_one(data_dir, tmp_path):
+    """Defect 13: rerunning a finished (epoch-based) run resumes after its last epoch and trains 0 steps; the card
+    used that call's mean loss (0.0) instead of the logged history."""
+    steps = ("--max_steps", "-1", "--num_train_epochs", "1", "--save_strategy", "epoch")  # 16 samples: 4 steps
+    _, first, _ = _run(data_dir, tmp_path, *steps)
+    expected = f"| final train loss | {round(first['losses'][-1], 4)} (step 4) |"
+    assert expected in (tmp_path / "README.md").read_text()
+    _, again, _ = _run(data_dir, tmp_path, *steps)
+    assert again["global_step"] == 4 and expected in (tmp_path / "README.md").read_text()
+
+
+def test_small_runs_are_held_to_max_skipped_fraction(tmp_path, caplog):
+    """Defect 7: 3 of 8 samples bad (malformed records, or missing media) must fail `videollava train`, although
+    fewer than `--skip_min_seen` samples are drawn; every drop is in skipped_media.jsonl."""
+    from tests.training.fakes import save_tiny_model
+    from training.media import read_skip_log
+    from videollava.cli import main
+
+    root = tmp_path / "data"
+    write_llava_json(str(root), n=8)
+    save_tiny_model(str(tmp_path / "tiny"))
+    records = json.loads((root / "train.json").read_text())
+
+    def run(rows, out):
+        (root / "train.json").write_text(json.dumps(rows))
+        caplog.clear()
+        code = main(["train", "--config", "training/configs/tiny_cpu.yaml", "--model_name_or_path",
+                     str(tmp_path / "tiny"), "--dataset", str(root / "train.json"), "--image_folder",
+                     str(root / "images"), "--video_folder", str(root / "videos"), "--output_dir", str(out),
+                     "--disable_tqdm", "true", "--save_strategy", "no", "--max_steps", "2"])
+        return code, [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+    code, errors = run(records[:5] + [None, "text", {"id": "x", "conversations": "hi"}], tmp_path / "records")
+    assert code == 1 and len(errors) == 1 and errors[0].startswith(
+        "3 of 8 records dropped while loading ({'record': 3}), more than max_skipped_fraction=0.05")
+    assert [r["kind"] for r in read_skip_log(str(tmp_path / "records"))] == ["record"] * 3
+
+    missing = [dict(r) for r in records]
+    missing[0]["image"], missing[1]["video"], missing[2]["video"] = "nope.png", "nope.mp4", "nope.mp4"
+    code, errors = run(missing, tmp_path / "media")
+    assert code == 1 and len(errors) == 1 and errors[0].startswith(
+        "3 of 8 samples drawn during training were skipped ({'media': 3}), more than max_skipped_fraction=0.05")
+    assert not (tmp_path / "media" / "model.safetensors").exists()  # nothing published from a failed run
+    assert sorted(r["id"] for r in read_skip_log(str(tmp_path / "media"))) == ["s0", "s1", "s2"]

@@ -261,3 +261,20 @@ def test_bad_model_path_subprocess_no_traceback(tmp_path):
 def test_folder_without_a_model_is_one_line(tmp_path, capfd):
     (tmp_path / "config.json").write_text("{}")
     _one_error_line(capfd, main(["chat", "--model", str(tmp_path), "hi"]), 1, "cannot load a model from")
+
+
+def test_a_bad_turn_reports_and_keeps_the_session(tiny_dir, clip):
+    """Issue 13 #11: a non-UTF-8 line and a turn longer than the model's context each print one `error:` line; the
+    conversation goes on and the next question is answered with the earlier turns intact."""
+    stdin = (b"what is in this video ?\n" + b"red \xff\xfe green\n" + ("red " * 600).encode() + b"\n"
+             + b"what colour ?\n")
+    result = subprocess.run([sys.executable, "-m", "videollava.cli", "chat", "--model", str(tiny_dir), "--video",
+                             str(clip), "--max-new-tokens", "3"], cwd=REPO, input=stdin, capture_output=True,
+                            timeout=240, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8"})
+    err = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 0, err
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err), err
+    assert "not valid UTF-8 text (byte b'\\xff' at character 5)" in err[0] and "goes on" in err[0]
+    assert "the model takes at most 512" in err[1]
+    assert len(result.stdout.decode().splitlines()) == 2  # both good questions answered
+    assert "Traceback" not in result.stderr.decode()
