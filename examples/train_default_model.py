@@ -8,8 +8,8 @@
    model starts random: the towers stay frozen at their seeded initialisation (as in 7B), while the projector and the
    LLM train in both stages;
 4. held-out accuracy by question type (`shapes_accuracy.py`), sample media with their questions, the model card;
-5. `--install`: copy weights, config, processor, chat template and card into `videollava/default_model/` and the
-   samples into `videollava/samples/`.
+5. `--install`: copy weights, config, processor, chat template and card into `videollava/default_model/`, add the
+   Hub code files (`videollava.hub_folder`), and copy the samples into `videollava/samples/`.
 
 Run as:
     python examples/train_default_model.py --out out/default_model --install    # about 15 min on 2 CPU cores
@@ -240,9 +240,17 @@ config, processor = load_processor(str(DEFAULT_MODEL))
 model = load_model(str(DEFAULT_MODEL), config, torch.device("cpu"), "float32")
 ```
 
-The folder holds weights, config, tokenizer, processor and chat template but not the Python model code: load it with
-this package installed (its `config.json` `auto_map` points at the Hub custom-code files that `save_pretrained` writes
-next to the weights when the folder is exported for the Hub).
+The folder is a complete Hub folder: weights, config, tokenizer, processor, chat template and the model and
+processor code (`*.py`, identical to this package's sources), so it also loads where this package is not installed,
+through the Auto classes or `pipeline` with `trust_remote_code=True`:
+
+```python
+from transformers import pipeline
+pipe = pipeline("image-text-to-text", model="videollava/default_model", trust_remote_code=True)
+messages = [{{"role": "user", "content": [{{"type": "video", "video": "moving.mp4"}},
+                                         {{"type": "text", "text": "Which way does the shape move?"}}]}}]
+pipe(text=messages, max_new_tokens=8, return_full_text=False)[0]["generated_text"]   # " up"
+```
 """
 
 
@@ -302,6 +310,9 @@ def main() -> None:
         target.mkdir(parents=True)
         for name in SHIPPED:
             shutil.copy(final / name, target / name)
+        from videollava.hub_folder import complete_hub_folder
+
+        complete_hub_folder(target)  # + the model / processor code files: loadable where our package is not
         samples_dir = REPO / "videollava" / "samples"
         shutil.rmtree(samples_dir, ignore_errors=True)
         shutil.copytree(out / "samples", samples_dir)

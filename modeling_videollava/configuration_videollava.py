@@ -19,6 +19,7 @@ AUTO_MAP = {
     "AutoConfig": "configuration_videollava.LanguageBindVideoLlavaConfig",
     "AutoModel": "modeling_videollava.LanguageBindVideoLlavaModel",
     "AutoModelForImageTextToText": "modeling_videollava.LanguageBindVideoLlavaForConditionalGeneration",
+    "AutoModelForMultimodalLM": "modeling_videollava.LanguageBindVideoLlavaForConditionalGeneration",
 }
 
 

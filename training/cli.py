@@ -207,6 +207,10 @@ def train(
 
         processor.save_pretrained(training.output_dir)
         write_card(training.output_dir, adapter=peft_config is not None, **card)
+        if peft_config is None:  # a full model folder (a LoRA run's is an adapter; its merged/ is checked below)
+            from videollava.hub_folder import complete_hub_folder
+
+            complete_hub_folder(training.output_dir, processor=None)
         publish_dir = training.output_dir
         if peft_config is not None and export.merge_lora:
             merged_dir = os.path.join(training.output_dir, "merged")

@@ -37,10 +37,11 @@ def load_processor(path: str, trust_remote_code: bool = True):
     """The processor saved next to the weights: our installed class when available, else Hub custom code."""
     try:
         from processing import LanguageBindVideoLlavaProcessor, register_auto_classes
+        from videollava.loading import register_our_classes
 
         register_auto_classes()  # so a later save_pretrained writes auto_map + the processor code
-        # the saved image processor is registered as Hub code; with our package installed it is our own class
-        return LanguageBindVideoLlavaProcessor.from_pretrained(path, trust_remote_code=True)
+        register_our_classes()  # the image processor is our installed class, not the folder's copy of its code
+        return LanguageBindVideoLlavaProcessor.from_pretrained(path)
     except ImportError:
         from transformers import AutoProcessor
 
@@ -48,7 +49,10 @@ def load_processor(path: str, trust_remote_code: bool = True):
 
 
 def save_folder(model, processor, folder: str, card_kwargs: dict[str, Any] | None = None) -> str:
-    """Write weights + custom code (`save_pretrained`), processor + chat template, and the model card."""
+    """Write weights + custom code (`save_pretrained`), processor + chat template, and the model card; the result is
+    checked to be a complete Hub folder (`videollava.hub_folder`)."""
+    from videollava.hub_folder import complete_hub_folder
+
     from .card import write_card
 
     os.makedirs(folder, exist_ok=True)
@@ -57,6 +61,7 @@ def save_folder(model, processor, folder: str, card_kwargs: dict[str, Any] | Non
         processor.save_pretrained(folder)
     if card_kwargs is not None:
         write_card(folder, **card_kwargs)
+    complete_hub_folder(folder, processor=None)
     return folder
 
 

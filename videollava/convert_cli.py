@@ -21,9 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def write_processor(folder: Path) -> None:
-    """Save the processor matching the converted model and tokenizer in `folder`."""
+    """Save the processor matching the converted model and tokenizer in `folder`, then check that `folder` is a
+    complete Hub folder (code files + auto_map, `videollava.hub_folder`)."""
+    from .hub_folder import complete_hub_folder
+
     if not (folder / "tokenizer_config.json").is_file():
         logger.warning("No tokenizer in the output, so no processor was written: pass --tokenizer DIR.")
+        complete_hub_folder(folder, processor=False)
         return
     from transformers import AutoTokenizer
 
@@ -33,6 +37,7 @@ def write_processor(folder: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     build_processor(LanguageBindVideoLlavaConfig.from_pretrained(folder), tokenizer).save_pretrained(folder)
     logger.info("Wrote the processor and chat template")
+    complete_hub_folder(folder)
 
 
 def run(args: argparse.Namespace) -> int:
