@@ -20,7 +20,7 @@ the answer. Greedy unless `temperature` > 0. Problems a user can fix (a turn lon
 that is not UTF-8, a medium that does not decode) raise `ChatError` and leave the conversation as it was.
 
 The engine serves this package's model type (`LanguageBindVideoLlavaForConditionalGeneration` and its processor).
-One generation runs at a time per engine (`engine.lock`).
+One generation runs at a time per engine (`engine.lock`). Servers: `render_messages` -> ids, `prefill` -> KV cache.
 """
 
 from __future__ import annotations
