@@ -20,7 +20,7 @@ the answer. Greedy unless `temperature` > 0. Problems a user can fix (a turn lon
 that is not UTF-8, a medium that does not decode) raise `ChatError` and leave the conversation as it was.
 
 The engine serves this package's model type (`LanguageBindVideoLlavaForConditionalGeneration` and its processor).
-One generation runs at a time per engine (`engine.lock`).
+One generation runs at a time per engine (`engine.lock`). Servers: `render_messages` -> ids, `prefill` -> KV cache.
 """
 
 from __future__ import annotations
@@ -182,8 +182,9 @@ class Engine:
     # Media
     ################
     def load(self, kind: str, source: Any, num_frames: int | None = None) -> Medium:
-        """Decode an image or video (path, `sample:NAME`, PIL image); raises `ChatError` for a bad file."""
-        return load_medium(self.processor, kind, source, num_frames or self.num_frames)
+        """Read an image or video (path, `sample:NAME`, `data:` / `http(s)://` URL, PIL image); not decoded while
+        the media cache holds its features. Raises `ChatError` (`MediaError`) for a bad file."""
+        return load_medium(self.processor, kind, source, num_frames or self.num_frames, self.media_cache)
 
     def conversation(self, system: str | None = None) -> Conversation:
         return Conversation(self, system)
@@ -195,7 +196,7 @@ class Engine:
         if cached is not None:
             return cached
         token = self.processor.image_token if medium.kind == "image" else self.processor.video_token
-        inputs = self.processor(text=token, **{f"{medium.kind}s": [medium.data]}, return_tensors="pt")
+        inputs = self.processor(text=token, **{f"{medium.kind}s": [medium.decoded()]}, return_tensors="pt")
         if medium.kind == "image":
             features = self.model.get_image_features(inputs["pixel_values"])[0]  # (1, L, D) -> (L, D)
         else:
@@ -207,7 +208,8 @@ class Engine:
     def _span(self, medium: Medium) -> int:
         if medium.kind == "image":
             return self.processor.image_seq_length
-        return self.processor.frame_seq_length * len(getattr(medium.data, "frames", medium.data))
+        frames = medium.frames or len(getattr(data := medium.decoded(), "frames", data))
+        return self.processor.frame_seq_length * frames
 
     ################
     # Prompts
@@ -218,8 +220,12 @@ class Engine:
         if self._split.search(turn.question):
             raise ChatError(f"the question contains a reserved placeholder ({self._split.pattern.strip('()')}); "
                             "attach media as files instead")
-        prompt = self.processor.apply_chat_template(conv.messages(turn), add_generation_prompt=True, tokenize=False)
-        media = [*conv.media(), *turn.media]
+        return self.render_messages(conv.messages(turn), [*conv.media(), *turn.media])
+
+    def render_messages(self, messages: list[dict], media: Sequence[Medium]) -> tuple[torch.Tensor, list[Medium]]:
+        """Token ids `(S,)` of chat-template `messages` + generation prompt, the k-th image / video placeholder
+        expanded for the k-th image / video of `media`, and `media` in text order. `ChatError`: mismatch, too long."""
+        prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         queues = {"image": [m for m in media if m.kind == "image"], "video": [m for m in media if m.kind == "video"]}
         ordered, pieces = [], []
         for piece in self._split.split(prompt):
@@ -233,6 +239,8 @@ class Engine:
             medium = queues[kind].pop(0)
             ordered.append(medium)
             pieces.append(piece * self._span(medium))
+        if any(queues.values()):
+            raise ChatError(f"{sum(map(len, queues.values()))} of the media have no placeholder in the prompt")
         ids = self.processor.tokenizer("".join(pieces), return_tensors="pt")["input_ids"][0]
         if self._limit is not None and len(ids) >= self._limit:
             raise ChatError(f"the conversation would be {len(ids)} tokens and the model takes at most {self._limit};"
@@ -314,22 +322,13 @@ class Engine:
             raise stats["error"]
 
     def _ask(self, conv: Conversation, turn: Turn, settings: GenerationSettings) -> Iterator[str]:
-        from transformers import DynamicCache
-
         with self.lock:
             ids, media = self._render(conv, turn)
             start = time.perf_counter()
             keep = self._reusable(conv, ids, media)
-            if keep == 0:
-                conv._cache = DynamicCache(config=self.model.config.get_text_config())
             done = False
             try:
-                with torch.inference_mode():
-                    if keep < len(ids) - 1:  # prefill all but the last token; `generate` takes that one
-                        embeds = self._embed(ids, media, keep, len(ids) - 1)
-                        self.model(inputs_embeds=embeds, use_cache=True, past_key_values=conv._cache,
-                                   logits_to_keep=1, attention_mask=torch.ones(1, len(ids) - 1, dtype=torch.long,
-                                                                               device=embeds.device))
+                conv._cache = self.prefill(ids, media, conv._cache if keep else None, keep)
                 device = self.model.get_input_embeddings().weight.device
                 max_new = settings.max_new_tokens if self._limit is None else min(settings.max_new_tokens,
                                                                                   self._limit - len(ids))
@@ -352,6 +351,19 @@ class Engine:
             total = time.perf_counter() - start
             first = (stats.get("first_token_at") or time.perf_counter()) - start
             conv.last_stats = TurnStats(len(ids), len(ids) - keep, len(new), first, total)
+
+    @torch.inference_mode()
+    def prefill(self, ids: torch.Tensor, media: Sequence[Medium], cache: Any = None, start: int = 0) -> Any:
+        """Run `ids[start:-1]` (media features from the media cache, else the towers) into `cache` (new when None, else
+        holding `ids[:start]`) and return it; `generate(input_ids=ids[None], past_key_values=cache)` goes on."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config.get_text_config()) if cache is None else cache
+        if start < len(ids) - 1:  # prefill all but the last token; `generate` takes that one
+            embeds = self._embed(ids, list(media), start, len(ids) - 1)
+            self.model(inputs_embeds=embeds, use_cache=True, past_key_values=cache, logits_to_keep=1,
+                       attention_mask=torch.ones(1, len(ids) - 1, dtype=torch.long, device=embeds.device))
+        return cache
 
     @torch.inference_mode()
     def answer_batch(self, requests: Sequence[tuple], settings: GenerationSettings | None = None) -> list[str]:

@@ -1,30 +1,39 @@
 """Media of a conversation: decoding (`Medium`, `load_medium`, `load_media`) and the engine's bounded LRU of encoded
 media (`MediaCache`).
 
-Every medium gets a content key when it is decoded: the SHA-256 of the file's bytes (memoised per path + size +
-mtime, so a file is hashed once while it is unchanged), or of the pixels for an in-memory image, plus the frame
-count for videos. The key is what `MediaCache` is indexed by, so the same clip asked about again — in a new
-conversation, uploaded again under another temporary name — costs no tower call.
+Sources: a path, `sample:NAME`, a PIL image, or a `data:` / `http(s)://` URL (read into memory with a size cap and a
+timeout by `processing.video_sources`; `VIDEOLLAVA_MAX_MEDIA_BYTES`, `VIDEOLLAVA_MEDIA_TIMEOUT`). Every medium gets a
+content key: the SHA-256 of its bytes (a file's memoised per path + size + mtime, so it is hashed once while it is
+unchanged; a URL's of the bytes fetched), or of the pixels for an in-memory image, plus the frame count for videos.
+The key is what `MediaCache` is indexed by, so the same clip asked about again — in a new conversation, uploaded again
+under another temporary name, sent as a path, a `data:` URL or an `http://` URL — costs no tower call, and when
+`load_medium` is given the cache and it already holds the key, the medium is not even decoded (`Medium.decoded()`
+decodes it later if the entry was evicted in between).
 
 `MediaCache(max_bytes)` keeps projected tower outputs (`(L, D)` tensors on the model's device) and evicts the least
 recently used entry when the bytes held would exceed `max_bytes` (0 disables caching). Its size is the sum of
 `tensor.nbytes`: one Video-LLaVA-7B video (8 × 257 tokens × 4096 × 2 bytes in bf16) is 16.8 MB, one image 2.1 MB;
 the default bound of 512 MiB holds about 30 videos. Counters: `hits`, `misses`, `evictions`, `bytes`.
 
-Every failure a user can fix raises `ChatError` (from `videollava.loading`) with a one-line message.
+Every failure a user can fix raises `ChatError` (from `videollava.loading`) with a one-line message; unreadable media
+raise its subclass `MediaError`, which names the source briefly (never a `data:` payload) and keeps the `reason`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from processing.video_sources import MediaSourceError, describe_source, fetch_bytes, is_url, load_image_source
 
 from .loading import ChatError, first_line, resolve_sample
 
@@ -38,14 +47,30 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha2
 _DIGESTS_LOCK = threading.Lock()
 
 
+class MediaError(ChatError):
+    """An image or video that cannot be read: `source` is its short description, `reason` what went wrong."""
+
+    def __init__(self, kind: str, source: Any, reason: str):
+        self.kind, self.source, self.reason = kind, describe_source(source), reason
+        super().__init__(f"cannot read {kind} {self.source}: {reason}")
+
+
 @dataclass
 class Medium:
-    """One image or video, decoded once. `key` identifies its content (see the module docstring)."""
+    """One image or video, decoded at most once. `key` identifies its content (see the module docstring)."""
 
     kind: str  # "image" | "video"
-    source: str
-    data: Any  # PIL image or `VideoClip`
+    source: str  # as given; a URL shortened by `describe_source`
+    data: Any = None  # PIL image or `VideoClip`; None while decoding is deferred (use `decoded()`)
     key: str | None = None
+    frames: int | None = None  # videos: frames sampled (the placeholder span is frames x tokens per frame)
+    _decode: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+
+    def decoded(self) -> Any:
+        """The decoded image / clip; decodes it now if `load_medium` deferred that (its features were cached)."""
+        if self.data is None and self._decode is not None:
+            self.data, self._decode = self._decode(), None
+        return self.data
 
 
 def file_digest(path: str) -> str:
@@ -70,38 +95,83 @@ def guess_kind(path: str) -> str | None:
     return "image" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else None
 
 
-def load_medium(processor, kind: str, source: Any, num_frames: int | None = None) -> Medium:
-    """Decode one image or video (a path, `sample:NAME`, or a PIL image); raises `ChatError` naming the file."""
+def _decode(processor, kind: str, opened: Any, name: str, num_frames: int | None) -> Any:
+    """A PIL image (RGB) or a clip from a path or an in-memory file; `MediaError` naming `name` otherwise."""
+    from processing.image_processing_videollava import to_rgb
+
+    try:
+        if kind == "image":  # as the image processor reads a path: EXIF orientation, alpha on the background
+            return to_rgb(load_image_source(opened))
+        if hasattr(processor, "load_video"):  # ours: LanguageBind's frame sampling, returns a `VideoClip`
+            return processor.load_video(opened, num_frames=num_frames)
+        from transformers.video_utils import load_video
+
+        return load_video(opened, num_frames=num_frames or 8)[0]
+    except Exception as exc:  # noqa: BLE001 - VideoDecodeError, MediaSourceError, anything PyAV / PIL raises
+        raise MediaError(kind, name, getattr(exc, "reason", None) or first_line(exc)) from exc
+
+
+def _buffer(data: bytes, name: str) -> io.BytesIO:
+    buffer = io.BytesIO(data)
+    buffer.name = name  # decode errors name the source, never the payload
+    return buffer
+
+
+def _read(kind: str, name: str) -> tuple[str, Any, Callable[[], Any]]:
+    """`(sha256 of the bytes, what to decode now, () -> what to decode later)` for a path, `sample:NAME` or URL."""
+    if is_url(name):
+        try:
+            data = fetch_bytes(name)
+        except MediaSourceError as err:
+            raise MediaError(kind, name, err.reason) from None
+        shown = describe_source(name)
+        if name[:5].lower() == "data:":  # the URL holds the bytes already: decode it again rather than keep a copy
+            return hashlib.sha256(data).hexdigest(), _buffer(data, shown), lambda: _buffer(fetch_bytes(name), shown)
+        return hashlib.sha256(data).hexdigest(), _buffer(data, shown), lambda: _buffer(data, shown)
+    path = resolve_sample(name)
+    if not os.path.isfile(path):
+        raise MediaError(kind, name, "file not found")
+    digest = file_digest(path)
+
+    def unchanged() -> str:
+        if os.path.isfile(path) and file_digest(path) == digest:
+            return path
+        raise MediaError(kind, name, "the file changed or vanished since it was first read")
+
+    return digest, path, unchanged
+
+
+def load_medium(processor, kind: str, source: Any, num_frames: int | None = None,
+                cache: MediaCache | None = None) -> Medium:
+    """Read one image or video: a path, `sample:NAME`, a `data:` / `http(s)://` URL or a PIL image.
+
+    With `cache`, a medium whose key it already holds is not decoded now (`Medium.decoded()` does it on demand).
+
+    Raises:
+        `MediaError` (a `ChatError`) naming the source briefly: file not found, URL unreadable, not decodable.
+    """
     from PIL import Image
 
+    from processing.image_processing_videollava import to_rgb
+
+    if kind not in ("image", "video"):
+        raise ChatError(f"cannot read {describe_source(str(source))}: unknown media kind {kind!r} (image or video)")
     if kind == "image" and isinstance(source, Image.Image):
-        image = source.convert("RGB")
+        image = to_rgb(source)
         key = "image:" + hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()
         return Medium("image", f"<image {image.size[0]}x{image.size[1]}>", image, key)
     name = str(source)
-    path = resolve_sample(name)
-    if not os.path.isfile(path):
-        raise ChatError(f"cannot read {kind} {name}: file not found")
+    digest, now, later = _read(kind, name)
+    shown = describe_source(name) if is_url(name) else name  # a data: URL is shown by type and size only
+    frames = (num_frames or getattr(processor, "num_frames", None)) if kind == "video" else None
+    key = f"video:{digest}:{frames}" if kind == "video" else f"image:{digest}"
+    if cache is not None and key in cache:  # its features are cached: decode only if they are evicted before use
+        return Medium(kind, shown, None, key, frames, lambda: _decode(processor, kind, later(), name, frames))
+    data = _decode(processor, kind, now, name, frames)
     if kind == "video":
-        try:
-            if hasattr(processor, "load_video"):  # ours: LanguageBind's frame sampling, returns a `VideoClip`
-                clip = processor.load_video(path, num_frames=num_frames)
-            else:
-                from transformers.video_utils import load_video
-
-                clip = load_video(path, num_frames=num_frames or 8)[0]
-        except Exception as exc:  # noqa: BLE001 - VideoDecodeError, or anything PyAV raises
-            raise ChatError(f"cannot read video {name}: {getattr(exc, 'reason', first_line(exc))}") from exc
-        frames = len(getattr(clip, "frames", clip))
-        return Medium("video", name, clip, f"video:{file_digest(path)}:{frames}")
-    if kind != "image":
-        raise ChatError(f"cannot read {name}: unknown media kind {kind!r} (use image or video)")
-    try:
-        with Image.open(path) as image:
-            data = image.convert("RGB")
-    except Exception as exc:  # noqa: BLE001 - PIL.UnidentifiedImageError, truncated files, ...
-        raise ChatError(f"cannot read image {name}: {first_line(exc)}") from exc
-    return Medium("image", name, data, f"image:{file_digest(path)}")
+        frames = len(getattr(data, "frames", data))
+        key = f"video:{digest}:{frames}"
+    return Medium(kind, shown, data, key, frames)
 
 
 def load_media(processor, images: list[str], videos: list[str], num_frames: int | None) -> list[Medium]:
@@ -162,4 +232,5 @@ class MediaCache:
                 "misses": self.misses, "evictions": self.evictions}
 
 
-__all__ = ["DEFAULT_CACHE_MB", "MediaCache", "Medium", "file_digest", "guess_kind", "load_media", "load_medium"]
+__all__ = ["DEFAULT_CACHE_MB", "MediaCache", "MediaError", "Medium", "file_digest", "guess_kind", "load_media",
+           "load_medium"]

@@ -11,8 +11,13 @@ subclasses fix that, and nothing else is patched:
   `trust_remote_code`, others through the Auto classes); any other model name is a 404, `/v1/models` lists it.
 - `VideoLlavaChatHandler.handle_request` (the stock one minus tools, continuous batching and audio) reads every
   content part itself: text, `image_url` and `video_url` as `data:` URL, `http(s)://` URL, local path or
-  `sample:NAME`, several per message. Videos are sampled with the model's frame count (8 for Video-LLaVA-7B) by
-  `processing.load_video`; a part that cannot be read is an HTTP 400 naming it and the reason.
+  `sample:NAME`, several per message, through `videollava.media.load_medium` (videos sampled with the model's frame
+  count, 8 for Video-LLaVA-7B); a part that cannot be read is an HTTP 400 naming it and the reason. The prompt is
+  rendered and prefilled by `videollava.engine.Engine` (`render_messages`, `prefill`) — the code path of `videollava
+  chat`, so answers are the same — with its media cache shared by all requests: the same clip (same bytes, whatever
+  the source) is neither decoded nor sent through its tower again while the cache holds it. The stock
+  `GenerateManager` then generates from that KV cache on its inference thread (plain JSON or server-sent events).
+  `GET /videollava/stats` reports tower forwards and the cache's counters.
 
 The overridden methods are private API of transformers 5.23 (`_load_model`, `_load_processor`, `_resolve_model`);
 `check_transformers_version` refuses any other version, and tests/videollava/test_serve.py covers each hook.
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import transformers
 from transformers.cli.serving.chat_completion import ChatCompletionHandler
 from transformers.cli.serving.completion import CompletionHandler
@@ -40,7 +46,11 @@ from transformers.cli.serving.utils import GenerationState, Modality
 
 from processing.video_sources import describe_source, load_image_source
 
-from .loading import ChatError, first_line, load_model, load_processor, resolve_sample
+from .chat import log_tower_calls
+from .engine import Engine
+from .loading import (ChatError, LoadOptions, count_quantized, first_line, load_model, load_processor,
+                      resolve_sample)
+from .media import MediaCache
 
 
 logger = logging.getLogger(__name__)
@@ -81,13 +91,11 @@ def _http_error(status: int, detail: str, param: str | None = None) -> RequestEr
 
 @dataclass
 class ServedModel:
-    """What `videollava serve` serves: one model under one name."""
+    """What `videollava serve` serves: one model under one name, loaded with `options`."""
 
     name: str  # the id clients send as `model` and `/v1/models` lists
     path: str  # folder or Hub id given to the loader
-    device: Any = "cpu"  # a `torch.device`
-    dtype: str = "auto"
-    trust_remote_code: bool = False
+    options: LoadOptions = field(default_factory=LoadOptions)  # device / dtype / device map / 4- or 8-bit
     aliases: set[str] = field(default_factory=set)  # other ids accepted for it (the path as given, resolved)
 
     def accepts(self, requested: str | None) -> bool:
@@ -110,14 +118,13 @@ class VideoLlavaModelManager(ModelManager):
         return super().load_model_and_processor(model_id_and_revision, *args, **kwargs)
 
     def _load_processor(self, model_id_and_revision: str, gguf_file: str | None = None):
-        self.config, processor = load_processor(self.served.path, self.served.trust_remote_code)
+        self.config, processor = load_processor(self.served.path, self.served.options.trust_remote_code)
         return processor
 
     def _load_model(self, model_id_and_revision: str, tqdm_class=None, progress_callback=None, gguf_file=None):
         if self.config is None:
-            self.config, _ = load_processor(self.served.path, self.served.trust_remote_code)
-        return load_model(self.served.path, self.config, self.served.device, self.served.dtype,
-                          self.served.trust_remote_code)
+            self.config, _ = load_processor(self.served.path, self.served.options.trust_remote_code)
+        return load_model(self.served.path, self.config, options=self.served.options)
 
     def get_gen_models(self, cache_dir: str | None = None) -> list[dict]:
         return [{"id": self.served.name, "object": "model", "created": self.created, "owned_by": "videollava"}]
@@ -134,35 +141,38 @@ class VideoLlavaModelManager(ModelManager):
 
 
 def default_media_loader(processor) -> Callable[[str, str], Any]:
-    """`load(kind, source)` -> a decoded image (PIL) or video (`VideoClip`, the model's frame count)."""
+    """`load(kind, source)` for models of other types: a PIL image, or the video's source for their processor."""
 
     def load(kind: str, source: str) -> Any:
         source = resolve_sample(source)
-        if kind == "image":
-            return load_image_source(source)
-        if hasattr(processor, "load_video"):  # ours: LanguageBind's frame sampling, frames from the config
-            return processor.load_video(source)
-        return source  # another model's processor decodes its own videos
+        return load_image_source(source) if kind == "image" else source
 
     return load
 
 
 class VideoLlavaChatHandler(ChatCompletionHandler):
-    """`/v1/chat/completions` for the served model: content parts read by us, generation by transformers.
+    """`/v1/chat/completions` for the served model: content parts read and the prompt prefilled by our engine,
+    generation by transformers' `GenerateManager`.
 
     Args:
         model_manager: the `VideoLlavaModelManager` of the served model.
         generation_state: transformers' `GenerationState` (one inference thread per model).
         max_new_tokens: answer length when the request gives no `max_tokens` / `max_completion_tokens`.
-        load_medium: `load(kind, source)` for each image / video part; defaults to `default_media_loader`. A cache
-            across requests (e.g. the engine's media cache) plugs in here.
+        media_cache: the engine's `MediaCache`, shared by all requests (default: 512 MiB).
     """
 
     def __init__(self, model_manager: VideoLlavaModelManager, generation_state: GenerationState,
-                 max_new_tokens: int = 256, load_medium: Callable[[str, str], Any] | None = None):
+                 max_new_tokens: int = 256, media_cache: MediaCache | None = None):
         super().__init__(model_manager, generation_state)
         self.max_new_tokens = max_new_tokens
-        self.load_medium = load_medium or default_media_loader(model_manager.model_and_processor()[1])
+        model, processor = model_manager.model_and_processor()
+        self.tower_calls = log_tower_calls(model)  # forward hooks on the towers: what really ran
+        self.quantized_layers = count_quantized(model)
+        try:
+            self.engine: Engine | None = Engine(model, processor, media_cache)
+        except ChatError:  # another model type: its own processor reads the media, nothing is cached
+            self.engine = None
+            self._load_other = default_media_loader(processor)
 
     def _resolve_model(self, body: dict):
         served = self.model_manager.served
@@ -173,7 +183,8 @@ class VideoLlavaChatHandler(ChatCompletionHandler):
         return super()._resolve_model(body)
 
     def get_processor_inputs_from_messages(self, messages: Any, modality: Modality = Modality.VLM) -> list[dict]:
-        """OpenAI messages -> chat-template messages with decoded media; a bad part raises HTTP 400 naming it."""
+        """OpenAI messages -> chat-template messages whose media parts hold a `Medium` (ours) or decoded media;
+        a bad part raises HTTP 400 naming it."""
         if not isinstance(messages, list) or not messages:
             raise _http_error(400, "`messages` must be a non-empty list of chat messages", "messages")
         converted = []
@@ -209,7 +220,7 @@ class VideoLlavaChatHandler(ChatCompletionHandler):
         if role != "user":
             raise _http_error(400, f"{where} ({kind}): media are read from user messages only, not {role!r}", where)
         try:
-            data = self.load_medium(media, url)
+            data = self.engine.load(media, url) if self.engine is not None else self._load_other(media, url)
         except (ValueError, OSError, ChatError) as err:
             reason = getattr(err, "reason", None) or first_line(err)
             reason = reason if len(reason) <= _REASON_CHARS else reason[:_REASON_CHARS] + "..."
@@ -217,44 +228,77 @@ class VideoLlavaChatHandler(ChatCompletionHandler):
                                    f"{reason}", where) from None
         return {"type": media, media: data}
 
-    def _prepare(self, body: dict, model, processor) -> dict:
-        """Messages -> model inputs on the model's device (runs off the event loop: media may be downloaded)."""
+    def _render(self, body: dict) -> tuple[torch.Tensor, list]:
+        """Messages -> prompt token ids and the media in text order (off the event loop: media may be downloaded)."""
+        messages = self.get_processor_inputs_from_messages(body.get("messages"), Modality.VLM)
+        media = [p[p["type"]] for m in messages if isinstance(m["content"], list) for p in m["content"]
+                 if p["type"] != "text"]
+        for m in messages:  # the template only needs each part's type
+            if isinstance(m["content"], list):
+                m["content"] = [p if p["type"] == "text" else {"type": p["type"], p["type"]: p[p["type"]].source}
+                                for p in m["content"]]
+        try:
+            return self.engine.render_messages(messages, media)
+        except (ChatError, ValueError) as err:  # placeholders typed as text, a prompt that fills the context
+            raise _http_error(400, f"messages: {first_line(err)}", "messages") from None
+
+    def _prefill(self, ids: torch.Tensor, media: list, request_id: str) -> dict:
+        """On the inference thread: the KV cache of the prompt (media from the cache or the towers) -> the inputs
+        `generate` continues from."""
+        calls, start = sum(self.tower_calls.values()), time.perf_counter()
+        cache = self.engine.prefill(ids, media)
+        device = self.engine.model.get_input_embeddings().weight.device
+        logger.info("request %s: %d prompt tokens, %d media (%d tower calls), prefill %.3f s", request_id, len(ids),
+                    len(media), sum(self.tower_calls.values()) - calls, time.perf_counter() - start)
+        return {"input_ids": ids[None].to(device), "past_key_values": cache,
+                "attention_mask": torch.ones(1, len(ids), dtype=torch.long, device=device)}
+
+    def _prepare_other(self, body: dict, model, processor) -> dict:
+        """Another model type: its processor tokenizes and preprocesses, its forward runs the towers."""
         messages = self.get_processor_inputs_from_messages(body.get("messages"), Modality.VLM)
         try:
             inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                    return_dict=True, return_tensors="pt")
         except ValueError as err:  # e.g. media placeholders that do not match the media
             raise _http_error(400, f"messages: {first_line(err)}", "messages") from None
-        limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
-        length = inputs["input_ids"].shape[-1]
-        if limit is not None and length >= limit:
-            raise _http_error(400, f"messages: the prompt is {length} tokens, the model takes at most {limit}",
-                              "messages")
         return inputs.to(model.device)
 
     async def handle_request(self, body: dict, request_id: str):
         """The stock handler's steps for one VLM request: validate, resolve the model (404), read the content
-        parts (400), tokenize, build the generation config, then stream (SSE) or answer (JSON)."""
+        parts (400), render and prefill, build the generation config, then stream (SSE) or answer (JSON)."""
         self._validate_request(body)
         model_id, model, processor = self._resolve_model(body)
-        inputs = await asyncio.to_thread(self._prepare, body, model, processor)
+        gen_manager = self.generation_state.get_manager(model_id, use_cb=False)
+        if self.engine is None:
+            inputs = await asyncio.to_thread(self._prepare_other, body, model, processor)
+        else:
+            ids, media = await asyncio.to_thread(self._render, body)
+            inputs = await gen_manager.async_submit(self._prefill, ids, media, request_id)
         asked = any(body.get(k) is not None for k in ("max_tokens", "max_completion_tokens", "generation_config"))
         gen_config = self._build_generation_config(body, model.generation_config)
         if not asked:
             gen_config.max_new_tokens = self.max_new_tokens
         limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+        length = inputs["input_ids"].shape[-1]
+        if limit is not None and length >= limit:
+            raise _http_error(400, f"messages: the prompt is {length} tokens, the model takes at most {limit}",
+                              "messages")
         if limit is not None and gen_config.max_new_tokens is not None:
-            gen_config.max_new_tokens = min(gen_config.max_new_tokens, limit - inputs["input_ids"].shape[-1])
-        gen_manager = self.generation_state.get_manager(model_id, use_cb=False)
-        logger.info("request %s: %d prompt tokens, stream=%s", request_id, inputs["input_ids"].shape[-1],
-                    bool(body.get("stream")))
+            gen_config.max_new_tokens = min(gen_config.max_new_tokens, limit - length)
         name = self.model_manager.served.name  # answers carry the served name, not transformers' `name@main` key
         if body.get("stream"):
             return self._streaming(request_id, model, processor, name, inputs, gen_config, gen_manager)
         return await self._non_streaming(request_id, model, processor, name, inputs, gen_config, gen_manager)
 
+    def stats(self) -> dict:
+        """`GET /videollava/stats`: tower forwards since start-up, the media cache's counters, bitsandbytes layers
+        per part of the model (`videollava.loading.count_quantized`)."""
+        cache = self.engine.media_cache.stats() if self.engine is not None else None
+        return {"model": self.model_manager.served.name, "tower_calls": dict(self.tower_calls), "media_cache": cache,
+                "quantized_layers": self.quantized_layers}
 
-def build_app(served: ServedModel, max_new_tokens: int = 256, load_medium: Callable[[str, str], Any] | None = None,
+
+def build_app(served: ServedModel, max_new_tokens: int = 256, media_cache: MediaCache | None = None,
               enable_cors: bool = False) -> tuple[Any, VideoLlavaModelManager]:
     """The FastAPI app (`transformers`' `build_server`) serving `served`; loads the model before returning.
 
@@ -264,7 +308,7 @@ def build_app(served: ServedModel, max_new_tokens: int = 256, load_medium: Calla
     check_transformers_version()
     manager = VideoLlavaModelManager(served)
     state = GenerationState()
-    chat = VideoLlavaChatHandler(manager, state, max_new_tokens, load_medium)
+    chat = VideoLlavaChatHandler(manager, state, max_new_tokens, media_cache)
     app = build_server(
         manager,
         chat,
@@ -282,10 +326,11 @@ def build_app(served: ServedModel, max_new_tokens: int = 256, load_medium: Calla
         return JSONResponse(exc.error_body(), status_code=exc.status)
 
     app.add_exception_handler(RequestError, request_error)
+    app.add_api_route("/videollava/stats", chat.stats, methods=["GET"])
     return app, manager
 
 
-def served_model(model: str | None, default_path: Path, device, dtype: str, trust_remote_code: bool,
+def served_model(model: str | None, default_path: Path, options: LoadOptions | None = None,
                  name: str | None = None) -> ServedModel:
     """The served model: named `--model-name`, else `--model` as given, else `videollava/default_model`."""
     path = model or str(default_path)
@@ -296,7 +341,7 @@ def served_model(model: str | None, default_path: Path, device, dtype: str, trus
         aliases.add(str(Path(path).resolve()))
     if model is not None:
         aliases.add(model)
-    return ServedModel(name or model or "videollava/default_model", path, device, dtype, trust_remote_code, aliases)
+    return ServedModel(name or model or "videollava/default_model", path, options or LoadOptions(), aliases)
 
 
 __all__ = ["PINNED_TRANSFORMERS", "RequestError", "ServeError", "ServedModel", "VideoLlavaChatHandler",
