@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--no-progress", action="store_true", help="no progress bars")
     gen = parser.add_argument_group("generation (greedy by default)")
     gen.add_argument("--batch-size", type=int, default=1)
+    gen.add_argument("--no-prefix-cache", action="store_true",
+                     help="answer every question alone: decode, encode and prefill its media again (by default the "
+                     "questions about one video or image share that work and the prompt's KV cache up to the question)")
     gen.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32", "auto"])
     gen.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
     gen.add_argument("--max-new-tokens", type=int, help="default: the original script's value for the task")
@@ -140,6 +143,7 @@ def _generate_and_score(args: argparse.Namespace, task: Task) -> dict[str, Any] 
     config = runner.describe_run(
         model, processor, task.name, args.model, args.data, settings, example=samples[0] if samples else None,
         revision=args.revision, limit=args.limit, world_size=world, batch_size=args.batch_size,
+        prefix_cache=not args.no_prefix_cache,
     )  # fmt: skip
     runner.check_resume_compatible(out, config)
     if rank == 0:
@@ -147,7 +151,7 @@ def _generate_and_score(args: argparse.Namespace, task: Task) -> dict[str, Any] 
         write_json(out / "run_config.json", config)
     runner.run_generation(
         samples, out, model, processor, settings, args.batch_size, runner.generate_answers, rank, world,
-        progress=not args.no_progress,
+        progress=not args.no_progress, prefix_cache=not args.no_prefix_cache,
     )  # fmt: skip
     if state is not None:
         state.wait_for_everyone()

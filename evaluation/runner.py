@@ -171,30 +171,40 @@ def run_generation(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    prefix_cache: bool = False,
 ) -> int:
     """Generate predictions for this rank's share of `samples` that are not yet in `output_dir`.
 
-    Sample i belongs to rank `i % world_size`. Each batch is appended and fsync'd to
-    `shards/predictions.rank{rank}.jsonl` before the next one starts, so a killed run resumes where it stopped.
-    Returns the number of samples generated now.
+    Per question (`prefix_cache=False`): sample i belongs to rank `i % world_size`, batches of `batch_size` go to
+    `generate_fn`. With `prefix_cache`, the questions about the same media share one decoding, tower pass and prefix
+    prefill (`evaluation.grouped`), ranks get contiguous runs of the media-grouped samples, and questions alone with
+    their media still go to `generate_fn`. Each batch is appended and fsync'd to `shards/predictions.rank{rank}.jsonl`
+    before the next one starts, so a killed run resumes where it stopped. Returns the number of samples generated now.
     """
+    from .grouped import Step, plan_steps, shard_by_media  # grouped imports this module
+
     output_dir = Path(output_dir)
     shard = output_dir / "shards" / f"predictions.rank{rank}.jsonl"
     done = finished_ids(output_dir)
-    todo = [s for i, s in enumerate(samples) if i % world_size == rank and s.id not in done]
+    mine = shard_by_media(samples, rank, world_size) if prefix_cache else samples[rank::world_size]
+    todo = [s for s in mine if s.id not in done]
     if done:
         logger.info("resuming: %d predictions on disk, %d left for rank %d", len(done), len(todo), rank)
+    if prefix_cache:
+        steps = plan_steps(model, processor, todo, settings, batch_size, generate_fn)
+    else:
+        steps = [Step(b, lambda b=b: generate_fn(model, processor, b, settings))
+                 for b in (todo[i : i + batch_size] for i in range(0, len(todo), batch_size))]  # fmt: skip
     bar = tqdm(total=len(todo), desc=f"generate (rank {rank})", disable=not progress, position=rank)
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
+    for step in steps:
         try:
-            preds = generate_fn(model, processor, batch, settings)
+            preds = step.run()
         except Exception as e:
-            raise RuntimeError(f"generation failed on samples {[s.id for s in batch]}: {e}") from e
-        if len(preds) != len(batch):
-            raise RuntimeError(f"generate_fn returned {len(preds)} answers for {len(batch)} samples")
-        append_records(shard, [prediction_record(s, p) for s, p in zip(batch, preds)])
-        bar.update(len(batch))
+            raise RuntimeError(f"generation failed on samples {[s.id for s in step.samples]}: {e}") from e
+        if len(preds) != len(step.samples):
+            raise RuntimeError(f"generate_fn returned {len(preds)} answers for {len(step.samples)} samples")
+        append_records(shard, [prediction_record(s, p) for s, p in zip(step.samples, preds)])
+        bar.update(len(step.samples))
     bar.close()
     return len(todo)
 
