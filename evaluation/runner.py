@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .predictions import append_records, read_predictions, write_json, write_records
+from .predictions import append_records, read_predictions, write_records
 from .tasks import Sample
 
 
