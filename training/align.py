@@ -31,7 +31,9 @@ def recall_at_1(queries: torch.Tensor, items: torch.Tensor) -> float:
 def video_tower_from_image_tower(image_tower: LanguageBindVisionModel, num_frames: int) -> LanguageBindVisionModel:
     """A video tower with the image tower's weights plus LanguageBind's temporal sub-blocks, zero-initialised
     (temporal embedding and temporal attention output projection) so it starts equal to the image tower per frame."""
-    config = LanguageBindVisionConfig(**{**image_tower.config.to_dict(), "add_time_attn": True, "num_frames": num_frames})
+    config = LanguageBindVisionConfig(
+        **{**image_tower.config.to_dict(), "add_time_attn": True, "num_frames": num_frames}
+    )
     video = LanguageBindVisionModel(config)
     missing, unexpected = video.load_state_dict(image_tower.state_dict(), strict=False)
     if unexpected or any("temporal" not in name for name in missing):

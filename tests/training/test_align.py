@@ -30,8 +30,14 @@ def test_video_tower_from_image_tower_matches_image_tower_per_frame():
 
     torch.manual_seed(0)
     cfg = LanguageBindVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=16, patch_size=8, add_time_attn=False, num_frames=1,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=16,
+        patch_size=8,
+        add_time_attn=False,
+        num_frames=1,
     )
     image = LanguageBindVisionModel(cfg).eval()
     video = video_tower_from_image_tower(image, num_frames=4).eval()
