@@ -3,8 +3,9 @@ with temporal attention on. Prefill latency, greedy decode tokens/s at batch 1 a
 
 Timings run in one process with the three models interleaved (round r runs the variants in a rotated order), so drift
 on a shared machine lands on all of them; ratios are taken per round and reported as median with min and max.
-Decode tokens/s is generation alone: `(batch * (N - 1)) / (t(generate N tokens) - t(generate 1 token))`, so the
-~2,100-token video prefill (which grows with the batch like any compute-bound pass) does not hide what batching buys.
+Decode tokens/s is generation alone, timed inside `generate` from its first to its last step (a logits processor
+records when each step's logits arrive), so the ~2,100-token video prefill, which grows with the batch like any
+compute-bound pass, does not hide what batching buys.
 `generate_tok_s` (N tokens over the whole `generate` call, prefill included) is kept for comparison with older runs.
 Peak memory is measured in one child process per variant, so each is its own. Prints one JSON object.
 
@@ -83,20 +84,32 @@ def timed(fn, device: str) -> float:
     return time.perf_counter() - start
 
 
+class StepClock:
+    """A logits processor that only records when `generate` reaches each step: the first call comes right after
+    the prefill, so the span from the first to the last call is the decoding of the remaining tokens alone."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.times.append(time.perf_counter())
+        return scores
+
+
 def measure(model, config, args: argparse.Namespace, dtype: torch.dtype) -> dict[str, float]:
     """One round of every timing for one model."""
+    from transformers import LogitsProcessorList
+
     result = {}
     with torch.inference_mode():
         for batch in (1, 4):
             feed = inputs(config, batch, args.device, dtype)
-
-            def generate(n: int, feed=feed) -> None:
-                model.generate(**feed, max_new_tokens=n, min_new_tokens=n, do_sample=False)
-
             result[f"prefill_s_b{batch}"] = timed(lambda feed=feed: model(**feed, logits_to_keep=1), args.device)
-            one = timed(lambda: generate(1), args.device)
-            full = timed(lambda: generate(args.new_tokens), args.device)
-            result[f"decode_tok_s_b{batch}"] = batch * (args.new_tokens - 1) / max(full - one, 1e-9)
+            clock = StepClock()
+            full = timed(lambda feed=feed, clock=clock: model.generate(
+                **feed, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
+                logits_processor=LogitsProcessorList([clock])), args.device)  # fmt: skip
+            result[f"decode_tok_s_b{batch}"] = batch * (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])
             result[f"generate_tok_s_b{batch}"] = batch * args.new_tokens / full
     return result
 
