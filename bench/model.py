@@ -144,6 +144,11 @@ def main() -> None:
     if args.variant:
         print(json.dumps(peak_memory(args)))
         return
+    memory = {}  # children first: a child forked from a parent holding the models would inherit its peak RSS
+    for variant in VARIANTS:
+        cmd = [sys.executable, __file__, "--variant", variant] + sys.argv[1:]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        memory[variant] = json.loads(out.strip().splitlines()[-1])
     dtype = getattr(torch, args.dtype)
     models = {v: build(v, args.size, dtype, args.device) for v in VARIANTS}
     for model, config in models.values():  # warm-up, not counted
@@ -161,11 +166,8 @@ def main() -> None:
                                     for k in keys}  # fmt: skip
     batching = {v: _summary([rnd[v]["decode_tok_s_b4"] / rnd[v]["decode_tok_s_b1"] for rnd in rounds])
                 for v in VARIANTS}  # fmt: skip
-    del models
     for variant in VARIANTS:
-        cmd = [sys.executable, __file__, "--variant", variant] + sys.argv[1:]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        results[variant].update(json.loads(out.strip().splitlines()[-1]))
+        results[variant].update(memory[variant])
     report = {"device": args.device, "dtype": args.dtype, "size": args.size, "rounds": args.rounds,
               "new_tokens": args.new_tokens, "results": results, "ratios": ratios,
               "decode_tok_s_b4_over_b1": batching,
