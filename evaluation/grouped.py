@@ -135,6 +135,13 @@ class _Group:
         return [t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
+def per_question_steps(model: Any, processor: Any, samples: Sequence[Sample], settings: Any, batch_size: int,
+                       generate_fn: Callable) -> list[Step]:
+    """Batches of `batch_size` samples in order, each answered by `generate_fn` (today's per-question path)."""
+    batches = [list(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)]
+    return [Step(b, lambda b=b: generate_fn(model, processor, b, settings)) for b in batches]
+
+
 def plan_steps(model: Any, processor: Any, samples: Sequence[Sample], settings: Any, batch_size: int,
                generate_fn: Callable) -> list[Step]:
     """Steps answering `samples`: prefix-cached batches per media group, pooled per-question batches otherwise."""
@@ -151,7 +158,4 @@ def plan_steps(model: Any, processor: Any, samples: Sequence[Sample], settings: 
         shared = _Group(model, processor, group, len(chunks), generate_fn)
         for chunk in chunks:
             steps.append(Step([group[i] for i in chunk], lambda c=chunk, g=shared: g.answer(c, settings)))
-    for i in range(0, len(singles), batch_size):
-        batch = singles[i : i + batch_size]
-        steps.append(Step(batch, lambda b=batch: generate_fn(model, processor, b, settings)))
-    return steps
+    return steps + per_question_steps(model, processor, singles, settings, batch_size, generate_fn)

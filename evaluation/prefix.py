@@ -3,10 +3,10 @@ the question) and one suffix per question, split at the token level.
 
 `plan_prefix` renders the first question exactly as the per-question path does (`processor.apply_chat_template`,
 tokenized, which decodes and preprocesses the media once) and every question's prompt as text only; it expands the
-media placeholders with the counts the processor used (`image_seq_length` per image, `frame_seq_length` x frames per
-video), tokenizes, and checks that the first question's ids are identical to the processor's. The prefix is the longest
-run of ids common to all the questions, stopping at least one token before the shortest one ends (`generate` takes
-that token), so prefix + suffix is, id for id, the prompt the per-question path feeds the model. A plan is refused
+media placeholders with the processor's own `replace_image_token` / `replace_video_token`, tokenizes, and checks
+that the first question's ids are identical to the processor's. The prefix is the longest run of ids common to all
+the questions, stopping at least one token before the shortest one ends (`generate` takes that token), so prefix +
+suffix is, id for id, the prompt the per-question path feeds the model. A plan is refused
 (`None`) when a suffix would hold a media placeholder, i.e. the prompts differ before the media end.
 """
 
@@ -39,19 +39,22 @@ class PrefixPlan:
     media_inputs: dict[str, torch.Tensor]
 
 
-def expand_placeholders(processor: Any, text: str, frames_per_video: Sequence[int]) -> str:
-    """`text` with each `<image>` repeated `image_seq_length` times and the k-th `<video>` repeated
-    `frame_seq_length * frames_per_video[k]` times, as the processor expands them before tokenizing."""
+def expand_placeholders(processor: Any, text: str, media_inputs: dict[str, torch.Tensor]) -> str:
+    """`text` with each `<image>` and `<video>` replaced as the processor replaces them before tokenizing
+    (`replace_image_token` / `replace_video_token` on the pixel tensors of `media_inputs`)."""
     image, video = processor.image_token, processor.video_token
-    frames = list(frames_per_video)
-    pieces = []
+    videos = media_inputs.get("pixel_values_videos")
+    num_videos = 0 if videos is None else videos.shape[0]  # (N_vid, T, 3, H, W)
+    pieces, images_seen, videos_seen = [], 0, 0
     for piece in re.split(f"({re.escape(image)}|{re.escape(video)})", text):
         if piece == image:
-            piece = image * processor.image_seq_length
+            piece = processor.replace_image_token(media_inputs, images_seen)
+            images_seen += 1
         elif piece == video:
-            if not frames:
-                raise ValueError(f"the prompt has more {video} placeholders than the {len(frames_per_video)} videos")
-            piece = video * (processor.frame_seq_length * frames.pop(0))
+            if videos_seen == num_videos:
+                raise ValueError(f"the prompt has more {video} placeholders than the {num_videos} videos")
+            piece = processor.replace_video_token(media_inputs, videos_seen)
+            videos_seen += 1
         pieces.append(piece)
     return "".join(pieces)
 
@@ -87,9 +90,8 @@ def plan_prefix(processor: Any, samples: Sequence[Sample]) -> PrefixPlan | None:
                                               return_dict=True, return_tensors="pt")
     texts = processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
     texts = [texts] if isinstance(texts, str) else list(texts)
-    videos = reference.get("pixel_values_videos")
-    frames = [videos.shape[1]] * videos.shape[0] if videos is not None else []  # (N_vid, T, 3, H, W)
-    rows = [tokenize_expanded(processor, expand_placeholders(processor, t, frames)) for t in texts]
+    media = {k: v for k, v in reference.items() if k in ("pixel_values", "pixel_values_videos")}
+    rows = [tokenize_expanded(processor, expand_placeholders(processor, t, media)) for t in texts]
     expected = reference["input_ids"][0]
     if not torch.equal(rows[0], expected):
         logger.warning("prefix cache: the rendered ids of %s differ from the processor's (%d vs %d tokens); answering "
@@ -101,5 +103,4 @@ def plan_prefix(processor: Any, samples: Sequence[Sample]) -> PrefixPlan | None:
         logger.info("prefix cache: the questions of %s differ before their media end; answering them one by one",
                     samples[0].id)
         return None
-    media = {k: v for k, v in reference.items() if k in ("pixel_values", "pixel_values_videos")}
     return PrefixPlan(rows[0][:n], [r[n:] for r in rows], media)

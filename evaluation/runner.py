@@ -181,7 +181,7 @@ def run_generation(
     their media still go to `generate_fn`. Each batch is appended and fsync'd to `shards/predictions.rank{rank}.jsonl`
     before the next one starts, so a killed run resumes where it stopped. Returns the number of samples generated now.
     """
-    from .grouped import Step, plan_steps, shard_by_media  # grouped imports this module
+    from .grouped import per_question_steps, plan_steps, shard_by_media  # imports torch: not at module import
 
     output_dir = Path(output_dir)
     shard = output_dir / "shards" / f"predictions.rank{rank}.jsonl"
@@ -193,8 +193,7 @@ def run_generation(
     if prefix_cache:
         steps = plan_steps(model, processor, todo, settings, batch_size, generate_fn)
     else:
-        steps = [Step(b, lambda b=b: generate_fn(model, processor, b, settings))
-                 for b in (todo[i : i + batch_size] for i in range(0, len(todo), batch_size))]  # fmt: skip
+        steps = per_question_steps(model, processor, todo, settings, batch_size, generate_fn)
     bar = tqdm(total=len(todo), desc=f"generate (rank {rank})", disable=not progress, position=rank)
     for step in steps:
         try:
