@@ -85,3 +85,35 @@ def test_shard_by_media_keeps_groups_together():
     shards = [grouped.shard_by_media(samples, r, 2) for r in (0, 1)]
     assert [s.id for s in shards[0] + shards[1]] == [s.id for s in samples]
     assert {s.media[0][1] for s in shards[0]}.isdisjoint({s.media[0][1] for s in shards[1]})
+
+
+def test_videollava_eval_cli_prefix_cache_on_and_off(setup, tmp_path, monkeypatch, capsys):
+    """Through `videollava eval`: the default (grouped) and `--no-prefix-cache` write the same predictions."""
+    import json
+
+    from videollava.cli import main
+
+    model, processor, _, _ = setup
+    data = tmp_path / "shapes"
+    data.mkdir()
+    items = []
+    for clip in range(2):
+        make_video(data / f"clip{clip}.mp4", num_frames=6, size=(64 - 16 * clip, 48))
+        for k, question in enumerate(QUESTIONS[: 3 - clip]):
+            items.append({"id": f"c{clip}q{k}", "video": f"clip{clip}.mp4", "question_type": "static",
+                          "conversations": [{"from": "human", "value": f"<video>\n{question}"},
+                                            {"from": "gpt", "value": "square"}]})  # fmt: skip
+    (data / "shapes.json").write_text(json.dumps(items))
+    monkeypatch.setattr(runner, "load_model_and_processor", lambda *a, **k: (model, processor))
+    preds = {}
+    for name, extra in (("grouped", []), ("per_question", ["--no-prefix-cache"])):
+        out = tmp_path / name
+        argv = ["eval", "--task", "shapes", "--model", "tiny", "--data", str(data), "--output", str(out),
+                "--batch-size", "2", "--max-new-tokens", "6", "--dtype", "float32", "--no-progress", *extra]
+        assert main(argv) == 0
+        capsys.readouterr()
+        assert json.loads((out / "run_config.json").read_text())["prefix_cache"] is (name == "grouped")
+        preds[name] = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in preds["grouped"]] == [item["id"] for item in items]
+    assert preds["grouped"] == preds["per_question"]
+    assert len({p["pred"] for p in preds["grouped"]}) > 1
