@@ -149,10 +149,13 @@ def _generate_and_score(args: argparse.Namespace, task: Task) -> dict[str, Any] 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "run_config.json", config)
-    runner.run_generation(
-        samples, out, model, processor, settings, args.batch_size, runner.generate_answers, rank, world,
-        progress=not args.no_progress, prefix_cache=not args.no_prefix_cache,
-    )  # fmt: skip
+    try:
+        runner.run_generation(
+            samples, out, model, processor, settings, args.batch_size, runner.generate_answers, rank, world,
+            progress=not args.no_progress, prefix_cache=not args.no_prefix_cache,
+        )  # fmt: skip
+    except runner.GenerationError as exc:
+        raise SystemExit(f"error: {exc}; finished predictions are kept in {out}, re-run the same command to resume")
     if state is not None:
         state.wait_for_everyone()
     if rank != 0:

@@ -32,6 +32,10 @@ GenerateFn = Callable[[Any, Any, Sequence[Sample], "GenerationSettings"], list[s
 RESUME_KEYS = ("task", "model", "revision", "dtype", "generation", "num_frames", "prompt", "data")
 
 
+class GenerationError(RuntimeError):
+    """A batch could not be answered (bad media, a model error); the message names its samples."""
+
+
 @dataclass
 class GenerationSettings:
     """Decoding settings; greedy by default (the original scripts' "temperature 0" sampling was the a6 bug)."""
@@ -199,9 +203,9 @@ def run_generation(
         try:
             preds = step.run()
         except Exception as e:
-            raise RuntimeError(f"generation failed on samples {[s.id for s in step.samples]}: {e}") from e
+            raise GenerationError(f"generation failed on samples {[s.id for s in step.samples]}: {e}") from e
         if len(preds) != len(step.samples):
-            raise RuntimeError(f"generate_fn returned {len(preds)} answers for {len(step.samples)} samples")
+            raise GenerationError(f"generate_fn returned {len(preds)} answers for {len(step.samples)} samples")
         append_records(shard, [prediction_record(s, p) for s, p in zip(step.samples, preds)])
         bar.update(len(step.samples))
     bar.close()

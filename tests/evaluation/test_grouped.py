@@ -117,3 +117,29 @@ def test_videollava_eval_cli_prefix_cache_on_and_off(setup, tmp_path, monkeypatc
     assert [p["id"] for p in preds["grouped"]] == [item["id"] for item in items]
     assert preds["grouped"] == preds["per_question"]
     assert len({p["pred"] for p in preds["grouped"]}) > 1
+
+
+def test_videollava_eval_cli_bad_video_is_one_line_error(setup, tmp_path, monkeypatch):
+    """A video that cannot be decoded stops `videollava eval` with one line naming the sample and the file."""
+    import json
+
+    from videollava.cli import main
+
+    model, processor, _, _ = setup
+    data = tmp_path / "shapes"
+    data.mkdir()
+    make_video(data / "ok.mp4", num_frames=6)
+    (data / "bad.mp4").write_bytes((data / "ok.mp4").read_bytes()[:300])
+    items = [{"id": f"{name}{k}", "video": f"{name}.mp4", "question_type": "static",
+              "conversations": [{"from": "human", "value": f"<video>\n{q}"}, {"from": "gpt", "value": "square"}]}
+             for name in ("ok", "bad") for k, q in enumerate(QUESTIONS[:2])]  # fmt: skip
+    (data / "shapes.json").write_text(json.dumps(items))
+    monkeypatch.setattr(runner, "load_model_and_processor", lambda *a, **k: (model, processor))
+    out = tmp_path / "out"
+    argv = ["eval", "--task", "shapes", "--model", "tiny", "--data", str(data), "--output", str(out),
+            "--batch-size", "2", "--max-new-tokens", "4", "--no-progress"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    message = str(exit_info.value.code)
+    assert "\n" not in message and "bad0" in message and "bad.mp4" in message and "resume" in message
+    assert sorted(_predictions(out)) == ["ok0", "ok1"]  # the group answered before the bad video is kept
