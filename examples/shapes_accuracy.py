@@ -29,26 +29,53 @@ def questions(item: dict) -> list[tuple[str, str, str]]:
     return [(q, a["value"], ty) for q, a, ty in zip(asked, turns[1::2], types)]
 
 
+def _answer(model, processor, kind: str, source: str, question: str, max_new_tokens: int) -> str:
+    """The model's greedy answer to `question` about one image or video, lower-cased and stripped."""
+    content = [{"type": kind, kind: source}, {"type": "text", "text": question}]
+    messages = [{"role": "user", "content": content}]
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                           return_dict=True, return_tensors="pt").to(model.device)
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip().lower()
+
+
 @torch.inference_mode()
-def evaluate(model, processor, data: Path, limit: int | None = None, max_new_tokens: int = 8) -> dict:
-    """`{"static": {"correct", "total", "accuracy"}, "temporal": {...}, "all": {...}, "by_question": {...}}`."""
+def describe(model, processor, data: Path, limit: int | None = None, max_new_tokens: int = 32) -> dict:
+    """Held-out captions (`heldout_captions.json`: "Describe the image/video." -> the generator's caption): exact
+    match per medium, `{"image": {"correct", "total", "accuracy"}, "video": ..., "all": ...}`."""
     items = json.loads(Path(data).read_text())[:limit]
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for item in items:
+        kind = "video" if "video" in item else "image"
+        question, answer, _ = questions(item)[0]
+        ok = int(_answer(model, processor, kind, str(Path(data).parent / item[kind]), question, max_new_tokens)
+                 == answer.strip().lower())
+        for key in (kind, "all"):
+            counts[key][0] += ok
+            counts[key][1] += 1
+    return {key: {"correct": c[0], "total": c[1], "accuracy": round(c[0] / c[1], 4) if c[1] else 0.0}
+            for key, c in sorted(counts.items())}
+
+
+@torch.inference_mode()
+def evaluate(model, processor, data: Path, limit: int | None = None, max_new_tokens: int = 8) -> dict:
+    """`{"static": {"correct", "total", "accuracy"}, "temporal": {...}, "all": {...}, "by_medium": {"image": ...,
+    "video": ..., "video static": ..., "video temporal": ...}, "by_question": {...}}`."""
+    items = json.loads(Path(data).read_text())[:limit]
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    per_medium: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     per_question: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for item in items:
         kind = "video" if "video" in item else "image"
         source = str(Path(data).parent / item[kind])
         for question, answer, qtype in questions(item):
-            content = [{"type": kind, kind: source}, {"type": "text", "text": question}]
-            messages = [{"role": "user", "content": content}]
-            inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                   return_dict=True, return_tensors="pt").to(model.device)
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-            pred = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-            ok = int(pred.strip().lower() == answer.strip().lower())
+            ok = int(_answer(model, processor, kind, source, question, max_new_tokens) == answer.strip().lower())
             for key in (qtype, "all"):
                 counts[key][0] += ok
                 counts[key][1] += 1
+            for key in ((kind, f"{kind} {qtype}") if kind == "video" else (kind,)):
+                per_medium[key][0] += ok
+                per_medium[key][1] += 1
             pattern = " ".join(w for w in question.rstrip("?").split() if w not in COLOUR_OR_SHAPE)
             per_question[f"{qtype}: {pattern}"][0] += ok
             per_question[f"{qtype}: {pattern}"][1] += 1
@@ -57,9 +84,9 @@ def evaluate(model, processor, data: Path, limit: int | None = None, max_new_tok
         return {"correct": c[0], "total": c[1], "accuracy": round(c[0] / c[1], 4) if c[1] else 0.0}
 
     result = {key: summary(c) for key, c in sorted(counts.items())}
+    result["by_medium"] = {key: summary(c) for key, c in sorted(per_medium.items())}
     result["by_question"] = {key: summary(c) for key, c in sorted(per_question.items())}
     return result
-
 
 
 def main() -> None:

@@ -40,8 +40,11 @@ def tokenizer_words() -> list[str]:
     return sorted(set(VOCAB) | set(words(SYSTEM_PROMPT)) | set(ROLES))
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """WordLevel `PreTrainedTokenizerFast` over `tokenizer_words()`; see the module docstring for the id layout."""
+def build_tokenizer(media_tokens: bool = True) -> PreTrainedTokenizerFast:
+    """WordLevel `PreTrainedTokenizerFast` over `tokenizer_words()`; see the module docstring for the id layout.
+
+    `media_tokens=False` leaves out `<image> <video> <pad>`, like an LLM's own tokenizer (Vicuna's), for
+    `videollava convert --from languagebind` to append."""
     vocab = {tok: i for i, tok in enumerate(list(SPECIAL) + tokenizer_words() + ["\n"])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Sequence(
@@ -65,8 +68,9 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         clean_up_tokenization_spaces=False,
         model_max_length=512,
     )
-    tok.add_special_tokens({"additional_special_tokens": list(ADDED_SPECIAL[:2])})
-    tok.add_special_tokens({"pad_token": ADDED_SPECIAL[2]})
+    if media_tokens:
+        tok.add_special_tokens({"additional_special_tokens": list(ADDED_SPECIAL[:2])})
+        tok.add_special_tokens({"pad_token": ADDED_SPECIAL[2]})
     return tok
 
 
