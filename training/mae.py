@@ -78,7 +78,8 @@ class MaeConfig:
 
 
 def image_processor_for(config: LanguageBindVisionConfig) -> LanguageBindImageProcessor:
-    """The image processor the VLM uses for a tower of `config.image_size` (as `LanguageBindVideoLlavaProcessor.from_config`)."""
+    """The image processor the VLM uses for a tower of `config.image_size` (built as
+    `LanguageBindVideoLlavaProcessor.from_config` builds it)."""
     size = config.image_size
     return LanguageBindImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
@@ -271,22 +272,23 @@ def pretrain_mae(image_paths: list[Path], tower_config: dict, output: Path, conf
             logger.info("step %d/%d  loss %.4f", step + 1, config.steps, losses[-1])
     seconds = time.perf_counter() - start
     window = max(1, config.steps // 20)
-    report = dict(
-        loss_first=sum(losses[:window]) / window,
-        loss_last=sum(losses[-window:]) / window,
-        loss_first_step=losses[0],
-        loss_last_step=losses[-1],
-        loss_window=window,
-        steps=config.steps,
-        seconds=round(seconds, 2),
-        images=len(pixels),
-        config=asdict(config),
-        tower=tower_config,
-    )
+    report = {
+        "loss_first": sum(losses[:window]) / window,
+        "loss_last": sum(losses[-window:]) / window,
+        "loss_first_step": losses[0],
+        "loss_last_step": losses[-1],
+        "loss_window": window,
+        "steps": config.steps,
+        "seconds": round(seconds, 2),
+        "images": len(pixels),
+        "config": asdict(config),
+        "tower": tower_config,
+    }
     save_tower(model.tower, output)
     (output / DECODER_FOLDER).mkdir(exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in model.decoder.state_dict().items()},
               output / DECODER_FOLDER / "model.safetensors")
     (output / "mae_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    logger.info("MAE loss %.4f -> %.4f in %.1f s; wrote %s", report["loss_first"], report["loss_last"], seconds, output)
+    logger.info("MAE loss %.4f -> %.4f in %.1f s; wrote %s", report["loss_first"], report["loss_last"], seconds,
+                output)
     return report
