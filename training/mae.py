@@ -26,7 +26,7 @@ Inputs are what the VLM sees: the package's `LanguageBindImageProcessor` at the 
 Usage:
     from training.mae import MaeConfig, pretrain_mae
     pretrain_mae(paths, dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                             image_size=64, patch_size=16), Path("mae_tower"), MaeConfig(steps=1500))
+                             image_size=64, patch_size=16), Path("mae_tower"), MaeConfig(steps=3000))
 """
 
 import json
@@ -66,7 +66,7 @@ class MaeConfig:
         norm_pix_loss: targets are the patch pixels normalised per patch (MAE's best setting) instead of as is.
     """
 
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 1.5e-3
     mask_ratio: float = 0.75
