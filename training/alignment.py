@@ -102,9 +102,11 @@ class TowerTextPair(nn.Module):
         return self.text_projection(hidden[torch.arange(hidden.shape[0]), eos])
 
     def languagebind_state_dict(self) -> dict[str, torch.Tensor]:
-        """Keys of `LanguageBind_Image` / `LanguageBind_Video_merge` (CLIPTextModel's own keys are `text_model.*`)."""
+        """Keys of `LanguageBind_Image` / `LanguageBind_Video_merge` (a `CLIPModel`'s: `vision_model.*`,
+        `text_model.*`, projections, `logit_scale`). transformers 5 `CLIPTextModel` keys have no `text_model.`."""
         state = {f"vision_model.{k}": v for k, v in self.vision_model.state_dict().items()}
-        state |= self.text_model.state_dict()
+        state |= {k if k.startswith("text_model.") else f"text_model.{k}": v
+                  for k, v in self.text_model.state_dict().items()}
         state |= {"visual_projection.weight": self.visual_projection.weight, "logit_scale": self.logit_scale.data,
                   "text_projection.weight": self.text_projection.weight}
         return {k: v.detach().contiguous().clone() for k, v in state.items()}

@@ -83,7 +83,7 @@ def read_captions(path: Path, media_root: Path, require: tuple[str, ...] = KINDS
         sets[kinds[0]].captions.append(answers[0].strip())
     for kind in require:
         if not sets[kind].paths:
-            raise AlignmentDataError(f"{path}: no {kind} captions (items with an '{kind}' key)")
+            raise AlignmentDataError(f"{path}: no {kind} captions (no item has a '{kind}' key)")
     return sets
 
 

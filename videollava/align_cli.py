@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--media-root", type=Path, help="folder the media paths are relative to (default: --train's)")
     parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer folder (the LLM's)")
     parser.add_argument("--output", type=Path, required=True, help="folder for image/, video/ and report.json")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: for these tiny models one thread beats two on 2 cores)")
     tower = parser.add_argument_group("towers (LanguageBindVisionConfig)")
     for name, value in TOWER_DEFAULTS.items():
         tower.add_argument(f"--tower-{name.replace('_', '-')}", dest=f"tower_{name}", type=int, default=value)
@@ -46,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
     from transformers import AutoTokenizer
 
     from training.alignment import AlignConfig, align_towers
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         logger.error("videollava align: %s: no tokenizer (tokenizer_config.json) in this folder", args.tokenizer)
         return 1
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tower = {name: getattr(args, f"tower_{name}") for name in TOWER_DEFAULTS}
     config = AlignConfig(**{f.name: getattr(args, f.name) for f in fields(AlignConfig)})
     try:

@@ -27,8 +27,18 @@ SIZE, FRAMES = 32, 4
 TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=SIZE,
              patch_size=16)
 CONFIG = AlignConfig(text_hidden_size=32, text_intermediate_size=64, text_layers=1, text_heads=2,
-                     projection_dim=16, image_steps=60, video_steps=40, batch_size=16, lr=3e-3, warmup_steps=5,
+                     projection_dim=16, image_steps=60, video_steps=80, batch_size=16, lr=3e-3, warmup_steps=5,
                      num_frames=FRAMES)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: one thread is several times faster than two on shared cores (`videollava align
+    --threads`); restored afterwards for the rest of the session."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +147,8 @@ def cli_args(data: Path, tokenizer: Path, output: Path, train: Path | None = Non
             "--tower-hidden-size", "32", "--tower-intermediate-size", "64", "--tower-num-hidden-layers", "1",
             "--tower-num-attention-heads", "2", "--tower-image-size", str(SIZE), "--text-hidden-size", "32",
             "--text-intermediate-size", "64", "--text-layers", "1", "--text-heads", "2", "--projection-dim", "8",
-            "--image-steps", "3", "--video-steps", "2", "--batch-size", "8", "--num-frames", str(FRAMES)]
+            "--image-steps", "3", "--video-steps", "2", "--batch-size", "8", "--num-frames", str(FRAMES),
+            "--threads", "1"]
 
 
 def test_align_command_writes_towers_and_report(data, tmp_path, capsys):
