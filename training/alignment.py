@@ -126,10 +126,11 @@ def build_pair(tower_config: dict, config: AlignConfig, tokenizer, video: bool) 
     vision = LanguageBindVisionConfig(**{"initializer_range": config.tower_init_range, **tower_config,
                                          "num_frames": config.num_frames if video else 1, "add_time_attn": video})
     text = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=config.text_hidden_size, intermediate_size=config.text_intermediate_size,
-        num_hidden_layers=config.text_layers, num_attention_heads=config.text_heads,
-        max_position_embeddings=config.text_max_positions, projection_dim=config.projection_dim,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer), hidden_size=config.text_hidden_size,
+        intermediate_size=config.text_intermediate_size, num_hidden_layers=config.text_layers,
+        num_attention_heads=config.text_heads, max_position_embeddings=config.text_max_positions,
+        projection_dim=config.projection_dim, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
     return TowerTextPair(LanguageBindVisionModel(vision), CLIPTextModel(text), config.projection_dim)
 
@@ -216,11 +217,16 @@ def align_towers(train_json: Path, heldout_json: Path, media_root: Path, tokeniz
     t0 = time.perf_counter()
     train, heldout = read_captions(train_json, media_root), read_captions(heldout_json, media_root)
     pixels = MediaPixels(tower_config["image_size"], config.num_frames)
-    identity = lambda x: x  # noqa: E731 -- images are cached as processed pixels
-    images = {name: pixels.images(s["image"].paths) for name, s in (("train", train), ("heldout", heldout))}
-    frames = {name: pixels.decode_videos(s["video"].paths) for name, s in (("train", train), ("heldout", heldout))}
-    frames = {name: torch.from_numpy(f) for name, f in frames.items()}
-    to_video = lambda f: pixels.transform_videos(f.numpy())  # noqa: E731
+    splits = (("train", train), ("heldout", heldout))
+    images = {name: pixels.images(s["image"].paths) for name, s in splits}  # processed once: (N, 3, S, S)
+    frames = {name: torch.from_numpy(pixels.decode_videos(s["video"].paths)) for name, s in splits}  # uint8
+
+    def identity(x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def to_video(f: torch.Tensor) -> torch.Tensor:
+        return pixels.transform_videos(f.numpy())
+
     seconds = {"data": time.perf_counter() - t0}
     logger.info("align: %d + %d train, %d + %d held-out images + videos, loaded in %.1f s", len(train["image"]),
                 len(train["video"]), len(heldout["image"]), len(heldout["video"]), seconds["data"])
@@ -238,8 +244,11 @@ def align_towers(train_json: Path, heldout_json: Path, media_root: Path, tokeniz
     # Stage A: everything trains on image captions.
     t = time.perf_counter()
     ids, mask = encode_captions(tokenizer, train["image"].captions, config.text_max_positions)
-    a_loss = lambda b: symmetric_info_nce(pair.embed_media(images["train"][b]), pair.embed_text(ids[b], mask[b]),  # noqa: E731
-                                          pair.logit_scale)
+
+    def a_loss(b: list[int]) -> torch.Tensor:
+        return symmetric_info_nce(pair.embed_media(images["train"][b]), pair.embed_text(ids[b], mask[b]),
+                                  pair.logit_scale)
+
     losses_a = train_stage("image", a_loss, list(pair.parameters()), pair.logit_scale, train["image"].captions,
                            config.image_steps, config)
     seconds["image"] = time.perf_counter() - t
@@ -262,8 +271,10 @@ def align_towers(train_json: Path, heldout_json: Path, media_root: Path, tokeniz
         ids, mask = encode_captions(tokenizer, train["video"].captions, config.text_max_positions)
         video.text_model.eval()
         text = torch.cat([video.embed_text(ids[i : i + 256], mask[i : i + 256]) for i in range(0, len(ids), 256)])
-    b_loss = lambda b: symmetric_info_nce(video.embed_media(to_video(frames["train"][b])), text[b],  # noqa: E731
-                                          video.logit_scale)
+
+    def b_loss(b: list[int]) -> torch.Tensor:
+        return symmetric_info_nce(video.embed_media(to_video(frames["train"][b])), text[b], video.logit_scale)
+
     trainable = [p for p in video.parameters() if p.requires_grad]
     losses_b = train_stage("video", b_loss, trainable, video.logit_scale, train["video"].captions,
                            config.video_steps, config)

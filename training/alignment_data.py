@@ -73,7 +73,8 @@ def read_captions(path: Path, media_root: Path, require: tuple[str, ...] = KINDS
         kinds = [k for k in KINDS if isinstance(item, dict) and k in item]
         if len(kinds) != 1:
             raise AlignmentDataError(f"{path}: item {name} needs exactly one of 'image' / 'video'")
-        answers = [t.get("value") for t in item.get("conversations") or [] if isinstance(t, dict) and t.get("from") == "gpt"]
+        turns = item.get("conversations") or []
+        answers = [t.get("value") for t in turns if isinstance(t, dict) and t.get("from") == "gpt"]
         if not answers or not isinstance(answers[0], str) or not answers[0].strip():
             raise AlignmentDataError(f"{path}: item {name} has no caption (a 'gpt' turn)")
         try:
@@ -95,11 +96,13 @@ def encode_captions(tokenizer, captions: list[str], max_length: int) -> tuple[to
             for c in captions]
     unknown = [c for c, ids in zip(captions, rows) if tokenizer.unk_token_id in ids[1:-1]]
     if unknown:
-        logger.warning("%d captions contain words outside the tokenizer's vocabulary, e.g. %r", len(unknown), unknown[0])
+        logger.warning("%d captions contain words outside the tokenizer's vocabulary, e.g. %r", len(unknown),
+                       unknown[0])
     longest = max(len(r) for r in rows)
     if longest > max_length:
-        raise AlignmentDataError(f"a caption has {longest} tokens, more than the text encoder's {max_length} positions: "
-                                 f"{captions[max(range(len(rows)), key=lambda i: len(rows[i]))]!r}")
+        worst = captions[max(range(len(rows)), key=lambda i: len(rows[i]))]
+        raise AlignmentDataError(f"a caption has {longest} tokens, more than the text encoder's {max_length} "
+                                 f"positions (text_max_positions): {worst!r}")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = torch.full((len(rows), longest), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), longest), dtype=torch.long)

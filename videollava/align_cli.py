@@ -24,8 +24,8 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 # The towers of the tiny default model (examples/train_default_model.py TOWER).
-TOWER_DEFAULTS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                      image_size=64, patch_size=16)
+TOWER_DEFAULTS = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
+                  "image_size": 64, "patch_size": 16}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
