@@ -58,7 +58,8 @@ LOGIT_SCALE_MAX = math.log(100.0)  # CLIP's clamp
 @dataclass
 class AlignConfig:
     """Alignment hyper-parameters. Defaults: the tiny default model's towers on the 2000-item shapes data, about
-    3-4 min on one thread of a shared 2-core machine (`videollava align --threads 1`; two threads were slower)."""
+    3 min with one torch thread on a shared 2-core machine (`videollava align` sets `--threads 1`: at this size two
+    threads on busy cores were many times slower; callers of `align_towers` should `torch.set_num_threads(1)`)."""
 
     text_hidden_size: int = 64
     text_intermediate_size: int = 128
