@@ -8,6 +8,8 @@ Every sample is drawn from its own seed (`SeedSequence([seed, split, index])`), 
     stage2.json                   multi-turn QA on the same media; answers are one or two words
     heldout.json                  QA on held-out media: other seeds, and every moving primary shape uses a
                                   (shape, colour, direction) combination in HELDOUT_COMBOS, never seen in training
+    heldout_captions.json         captions of the held-out media, in the stage1.json format (retrieval evaluation
+                                  of the aligned towers, `training.alignment`)
 
 QA items carry `question_type` ("static": answerable from one frame; "temporal": needs motion or order) when they
 have one question, otherwise `question_types`, aligned with the gpt turns. All text uses the closed `VOCAB`.
@@ -243,7 +245,8 @@ def _job(args: tuple) -> tuple[dict, dict]:
 
 def generate(out_dir: str | Path, seed: int = 0, num_train: int = 2000, num_heldout: int = 200, num_frames: int = 8,
              size: int = 64, workers: int = 1) -> dict[str, list[dict]]:
-    """Write media plus stage1.json, stage2.json and heldout.json under `out_dir`; returns the three lists."""
+    """Write media plus stage1.json, stage2.json, heldout.json and heldout_captions.json under `out_dir`; returns
+    the four lists."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     counts = (("train", num_train), ("heldout", num_heldout))
@@ -254,7 +257,7 @@ def generate(out_dir: str | Path, seed: int = 0, num_train: int = 2000, num_held
     else:
         results = [_job(j) for j in jobs]
     data = {"stage1": [r[0] for r in results[:num_train]], "stage2": [r[1] for r in results[:num_train]],
-            "heldout": [r[1] for r in results[num_train:]]}
+            "heldout": [r[1] for r in results[num_train:]], "heldout_captions": [r[0] for r in results[num_train:]]}
     for name, items in data.items():
         (out / f"{name}.json").write_text(json.dumps(items, indent=1) + "\n")
     return data

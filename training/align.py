@@ -1,7 +1,9 @@
-"""Contrastive (CLIP-style) alignment primitives: symmetric InfoNCE and retrieval R@1.
+"""Contrastive (CLIP-style) alignment primitives: symmetric InfoNCE, retrieval R@1 and the image->video tower
+initialisation. The two alignment stages that use them are `training.alignment`.
 
-Only the loss, the retrieval metric and the image->video tower initialisation exist so far; the image/video
-alignment training stages (issue 14) are not built yet.
+Retrieval with repeated captions (synthetic data: several media share one caption): `caption_recall_at_1` counts a
+hit when the retrieved item's caption equals the query's, so a query is never scored wrong for retrieving an
+identical twin of its own item; `caption_chance` is the R@1 of a random ranking under the same rule.
 """
 
 import torch
@@ -26,6 +28,21 @@ def recall_at_1(queries: torch.Tensor, items: torch.Tensor) -> float:
     sims = F.normalize(queries, dim=-1) @ F.normalize(items, dim=-1).t()  # (N, N)
     hits = sims.argmax(dim=-1) == torch.arange(queries.shape[0], device=queries.device)
     return hits.float().mean().item()
+
+
+@torch.no_grad()
+def caption_recall_at_1(
+    queries: torch.Tensor, items: torch.Tensor, query_captions: list[str], item_captions: list[str]
+) -> float:
+    """Fraction of queries (Q, D) whose nearest item (I, D) by cosine similarity has the query's caption."""
+    sims = F.normalize(queries, dim=-1) @ F.normalize(items, dim=-1).t()  # (Q, I)
+    best = sims.argmax(dim=-1).tolist()
+    return sum(item_captions[j] == caption for j, caption in zip(best, query_captions)) / len(query_captions)
+
+
+def caption_chance(query_captions: list[str], item_captions: list[str]) -> float:
+    """Expected `caption_recall_at_1` of a uniformly random pick: per query, the share of items with its caption."""
+    return sum(item_captions.count(c) / len(item_captions) for c in query_captions) / len(query_captions)
 
 
 def video_tower_from_image_tower(image_tower: LanguageBindVisionModel, num_frames: int) -> LanguageBindVisionModel:

@@ -5,6 +5,7 @@ Run as:
     videollava chat --video clip.mp4 "What happens?"
     videollava demo --port 7860
     videollava train --config training/configs/stage1.yaml
+    videollava align --train data/stage1.json --heldout data/heldout_captions.json --tokenizer tok/ --output towers/
     videollava eval --task msvd --model DIR --data DIR --output DIR
     videollava serve --model DIR --host 127.0.0.1 --port 8000
 
@@ -22,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("videollava.chat", "ask a model about images and videos: one answer, or an interactive session"),
     "demo": ("videollava.demo", "a Gradio web demo: chat about images and videos in the browser"),
     "convert": ("videollava.convert_cli", "convert a checkpoint between layouts (original, hf, languagebind)"),
+    "align": ("videollava.align_cli", "pre-align image and video towers contrastively on captions (LanguageBind)"),
     "train": ("training.cli", "train a stage (projector / full / LoRA) with TRL's SFTTrainer"),
     "merge-lora": ("training.export", "merge a LoRA run's adapter into its base model and save (or push) it"),
     "eval": ("evaluation.cli", "generate, judge and score a benchmark; re-score predictions; render the report"),

@@ -131,7 +131,8 @@ def qa_pairs(item: dict) -> list[tuple[str, str]]:
 
 def test_files_and_schema(generated):
     root, _, data = generated
-    assert {p.name for p in root.glob("*.json")} == {"stage1.json", "stage2.json", "heldout.json"}
+    assert {p.name for p in root.glob("*.json")} == {"stage1.json", "stage2.json", "heldout.json",
+                                                     "heldout_captions.json"}
     assert len(data["stage1"]) == len(data["stage2"]) == NUM_TRAIN and len(data["heldout"]) == NUM_HELDOUT
     kinds = set()
     for item in data["stage1"]:
@@ -155,7 +156,7 @@ def test_files_and_schema(generated):
 
 def test_deterministic(generated, tmp_path):
     a, b, _ = generated  # b was written with 2 worker processes
-    for name in ("stage1.json", "stage2.json", "heldout.json"):
+    for name in ("stage1.json", "stage2.json", "heldout.json", "heldout_captions.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
     media = sorted(p.relative_to(a) for p in a.rglob("*") if p.suffix in (".png", ".mp4"))
     assert len(media) == NUM_TRAIN + NUM_HELDOUT
@@ -168,6 +169,19 @@ def test_deterministic(generated, tmp_path):
 def test_heldout_disjoint(generated):
     _, _, data = generated
     assert not {x["id"] for x in data["stage2"]} & {x["id"] for x in data["heldout"]}
+
+
+def test_heldout_captions_caption_the_heldout_media(generated):
+    root, _, data = generated
+    captions = json.loads((root / "heldout_captions.json").read_text())
+    assert captions == data["heldout_captions"]
+    assert [(x["id"], x.get("image"), x.get("video")) for x in captions] == [
+        (x["id"], x.get("image"), x.get("video")) for x in data["heldout"]]
+    for item, qa in zip(captions, data["heldout"]):
+        (media,) = {"image", "video"} & set(item)
+        assert item["conversations"][0] == {"from": "human", "value": f"<{media}>\nDescribe the {media}."}
+        rng = np.random.default_rng(np.random.SeedSequence([0, SPLITS["heldout"], int(item["id"].split("_")[1])]))
+        assert item["conversations"][1] == {"from": "gpt", "value": caption(sample_scene(rng, heldout=True))}
     assert SPLITS["train"] != SPLITS["heldout"]
     train = [sample_scene(np.random.default_rng([0, SPLITS["train"], i])) for i in range(400)]
     held = [sample_scene(np.random.default_rng([0, SPLITS["heldout"], i]), heldout=True) for i in range(400)]

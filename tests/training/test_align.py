@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from training.align import recall_at_1, symmetric_info_nce
@@ -47,3 +48,15 @@ def test_video_tower_from_image_tower_matches_image_tower_per_frame():
         joint = video(clip).last_hidden_state
     torch.testing.assert_close(joint, per_frame)
     assert any(p.abs().sum() > 0 for n, p in video.named_parameters() if "temporal_attn.q_proj" in n)
+
+
+def test_caption_recall_counts_an_identical_twin_as_a_hit_and_chance_follows_the_same_rule():
+    from training.align import caption_chance, caption_recall_at_1
+
+    captions = ["a red square.", "a red square.", "a blue circle."]  # items 0 and 1 share a caption
+    items = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    queries = torch.tensor([[0.8, 0.6], [0.6, 0.8]])  # "a red square." is nearest to item 1, its twin
+    assert caption_recall_at_1(queries, items, ["a red square.", "a blue circle."], captions) == 0.5
+    assert caption_recall_at_1(items, queries, captions, ["a red square.", "a blue circle."]) == 1.0
+    assert caption_chance(["a red square.", "a blue circle."], captions) == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert caption_chance(captions, ["a red square.", "a blue circle."]) == pytest.approx(0.5)
