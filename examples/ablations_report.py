@@ -89,7 +89,8 @@ def write_report(results: dict) -> str:
     """The whole markdown report for `results` (the JSON that `ablations.py` writes)."""
     s = results["settings"]
     towers = s["towers"]
-    retrieval = ", ".join(f"{k.replace('_to_', '→')} R@1 {100 * v:.1f} %" for k, v in towers["aligned"].items())
+    retrieval = ", ".join(f"{key.removesuffix('_r1').replace('_to_', '→')} R@1 {100 * value:.1f} %"
+                          for medium in ("image", "video") for key, value in towers[medium]["aligned"].items())
     parts = [
         "# The paper's ablations in miniature\n",
         "Written by `examples/ablations.py` from its own results (`results.json`); do not edit by hand.\n",

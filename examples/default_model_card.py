@@ -30,9 +30,14 @@ def card(summary: dict, accuracy: dict, captions: dict, retrieval: dict, samples
     )
     r = retrieval
     retrieval_rows = "\n".join(
-        f"| {name} | {100 * r['aligned'][key]:.1f} % | {100 * r['random'][key]:.1f} % | {100 * r['chance'][key]:.1f} % |"
-        for name, key in (("text -> image", "text_to_image"), ("text -> video", "text_to_video"))
+        f"| {name} | {100 * r[m]['aligned'][key]:.1f} % | {100 * r[m]['random'][key]:.1f} % | "
+        f"{100 * r[m]['chance'][key]:.1f} % |"
+        for name, m, key in (("text -> image", "image", "text_to_image_r1"),
+                             ("image -> text", "image", "image_to_text_r1"),
+                             ("text -> video", "video", "text_to_video_r1"),
+                             ("video -> text", "video", "video_to_text_r1"))
     )
+    from_image = r["video"]["from_image_tower"]["text_to_video_r1"]
     t = summary["seconds"]
     n = summary["data"]
     return f"""---
@@ -122,8 +127,10 @@ python examples/train_default_model.py --out out/default_model --install
 `CLIPTextModel` on the image captions; the video tower starts as a copy of the image tower with LanguageBind's
 temporal attention added at zero (so it starts equal to the image tower frame by frame) and is trained on the video
 captions against the *frozen* text encoder, so both towers land in one language-aligned space. Held-out retrieval
-R@1 ({r['heldout']['image']} images, {r['heldout']['video']} videos; a hit is a retrieved item with the query's
-caption, so chance counts duplicates):
+R@1 ({r['items']['heldout_images']} images with {r['items']['heldout_image_captions']} distinct captions,
+{r['items']['heldout_videos']} videos with {r['items']['heldout_video_captions']} distinct captions; a hit is a
+retrieved item with the query's caption, and chance follows the same rule; the video tower copied from the image
+tower, before its own stage, reaches {100 * from_image:.1f} % text -> video):
 
 | retrieval R@1 | aligned towers | random towers (same size) | chance |
 |---|---|---|---|

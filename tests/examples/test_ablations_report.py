@@ -23,7 +23,8 @@ def _results(method_video: list[float]) -> dict:
     variants = [{"variant": "video-only", "role": "baseline", "runs": base},
                 {"variant": "joint image+video", "role": "method", "runs": method}]
     return {"settings": {"seeds": [0, 1, 2], "stage1_steps": 1, "stage2_steps": 2, "num_train": 3, "num_heldout": 4,
-                         "towers": {"aligned": {"text_to_image": 0.5, "text_to_video": 0.25}}},
+                         "towers": {"image": {"aligned": {"text_to_image_r1": 0.5}},
+                                    "video": {"aligned": {"text_to_video_r1": 0.25}}}},
             "ablations": {"joint_training": variants}}
 
 
