@@ -4,8 +4,11 @@ transformers' `DynamicLayer.update` does `torch.cat([keys, new])` every step: wi
 allocates and copies the whole cache, for every layer, keys and values, on every generated token, and the copy grows
 with the batch. Measured on CPU with the bench "small" config (4-layer LLM, 2,089-token prompt, 15 decode steps, 2
 threads; torch.profiler): `aten::cat` took 20% of decode time at batch 1 (~2.8 ms a step) and 54% at batch 4
-(~33 ms a step, of ~61), with steps jumping from ~40 to ~150 ms as fresh multi-MB buffers were page-faulted in. That
-copy, not the attention or the matmuls, is what kept batch-4 decode tokens/s near batch 1's and made it erratic.
+(~33 ms a step, of ~61). It is also what made batch 4 erratic: each `cat` output is a fresh 17 MB tensor that the
+allocator often takes from (and gives back to) the OS, so a step page-faults it in: 361,034 minor faults in 15 batch-4
+decode steps (~94 MB of new pages a step), steps creeping from 57 to 131 ms, versus 67 faults with this cache; how
+bad it gets depends on the allocator's state, hence the spread between runs. Interleaved on the same process (1
+thread, 2 rounds), decode tokens/s b1 -> b4 went 34 -> 50 (x1.47) with DynamicCache and 47 -> 92 (x2.10) with this.
 
 `AppendLayer` keeps each layer's keys and values in a buffer with `headroom` free positions and writes new states
 into it; attention gets a view of the filled part, so a decode step copies only its own token. Built on the public
