@@ -6,9 +6,12 @@ latency, greedy decode tokens/s at batch 1 and 4 and their ratio (what batching 
 Timings run in one process with the variants interleaved (round r runs them in a rotated order, reversed every other
 round), so drift on a shared machine lands on all of them; ratios are taken per round and reported as median with min
 and max.
-Decode tokens/s is generation alone, timed inside `generate` from its first to its last step (a logits processor
-records when each step's logits arrive), so the ~2,100-token video prefill, which grows with the batch like any
-compute-bound pass, does not hide what batching buys.
+Each batch size runs one `generate`, split by a logits processor that records when each step's logits arrive:
+prefill is the span from the call to the first step, decode tokens/s the tokens after it over the span from the first
+to the last step, so the ~2,100-token video prefill, which grows with the batch like any compute-bound pass, does not
+hide what batching buys. On a shared CPU pass `--threads` at most the free cores: torch's threads wait for each other
+at every op, so one thread descheduled by another job stalls all of them (with 2 threads on 2 cores, one taken by
+another job, batch-4 decode ran below batch 1).
 `generate_tok_s` (N tokens over the whole `generate` call, prefill included) is kept for comparison with older runs.
 Peak memory is measured in one child process per variant, so each is its own. Prints one JSON object.
 
@@ -79,22 +82,17 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: str) -> float:
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
-
-
 class StepClock:
     """A logits processor that only records when `generate` reaches each step: the first call comes right after
-    the prefill, so the span from the first to the last call is the decoding of the remaining tokens alone."""
+    the prefill, so the span from the first to the last call is the decoding of the remaining tokens alone, and the
+    span from the `generate` call to the first is the prefill (synchronised first on CUDA)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str) -> None:
+        self.device = device
         self.times: list[float] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        sync(self.device)
         self.times.append(time.perf_counter())
         return scores
 
@@ -106,32 +104,37 @@ def cache_kwargs(variant: str, config) -> dict:
     return {"past_key_values": DynamicCache(config=config.text_config)} if variant.endswith("_dynamic_cache") else {}
 
 
-def measure(variant: str, model, config, args: argparse.Namespace, dtype: torch.dtype) -> dict[str, float]:
-    """One round of every timing for one model."""
+def measure(
+    variant: str, model, config, args: argparse.Namespace, dtype: torch.dtype, batches: tuple[int, ...] = (1, 4)
+) -> dict[str, float]:
+    """One round of every timing for one model: one `generate` per batch size, split at its first step into the
+    prefill (`prefill_s`) and the decoding (`decode_tok_s`)."""
     from transformers import LogitsProcessorList
 
     result = {}
     with torch.inference_mode():
-        for batch in (1, 4):
+        for batch in batches:
             feed = inputs(config, batch, args.device, dtype)
-            result[f"prefill_s_b{batch}"] = timed(lambda feed=feed: model(**feed, logits_to_keep=1), args.device)
-            clock = StepClock()
-            full = timed(lambda feed=feed, clock=clock: model.generate(
-                **feed, **cache_kwargs(variant, config), max_new_tokens=args.new_tokens,
-                min_new_tokens=args.new_tokens, do_sample=False, logits_processor=LogitsProcessorList([clock])),
-                args.device)  # fmt: skip
+            clock = StepClock(args.device)
+            sync(args.device)
+            start = time.perf_counter()
+            model.generate(**feed, **cache_kwargs(variant, config), max_new_tokens=args.new_tokens,
+                           min_new_tokens=args.new_tokens, do_sample=False,
+                           logits_processor=LogitsProcessorList([clock]))
+            sync(args.device)
+            full = time.perf_counter() - start
+            result[f"prefill_s_b{batch}"] = clock.times[0] - start
             result[f"decode_tok_s_b{batch}"] = batch * (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])
             result[f"generate_tok_s_b{batch}"] = batch * args.new_tokens / full
     return result
 
 
 def peak_memory(args: argparse.Namespace) -> dict:
-    """In a child process: peak memory of one variant over a batch-4 prefill and generation."""
+    """In a child process: peak memory of one variant over a batch-4 generation (its prefill included)."""
     dtype = getattr(torch, args.dtype)
     model, config = build(args.variant, args.size, dtype, args.device)
     with torch.inference_mode():
         feed = inputs(config, 4, args.device, dtype)
-        model(**feed, logits_to_keep=1)
         model.generate(**feed, **cache_kwargs(args.variant, config), max_new_tokens=args.new_tokens,
                        min_new_tokens=args.new_tokens, do_sample=False)
     if args.device.startswith("cuda"):
@@ -168,7 +171,7 @@ def main() -> None:
     models = {v: build(v, args.size, dtype, args.device) for v in VARIANTS if not v.endswith("_dynamic_cache")}
     models["ours_temporal_dynamic_cache"] = models["ours_temporal"]  # the same model, only the cache differs
     for variant, (model, config) in models.items():  # warm-up, not counted
-        measure(variant, model, config, argparse.Namespace(**{**vars(args), "new_tokens": 2}), dtype)
+        measure(variant, model, config, argparse.Namespace(**{**vars(args), "new_tokens": 3}), dtype, batches=(1,))
     rounds: list[dict[str, dict[str, float]]] = []
     for r in range(args.rounds):
         order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]
