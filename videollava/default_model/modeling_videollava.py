@@ -272,7 +272,7 @@ class LanguageBindVideoLlavaForConditionalGeneration(LanguageBindVideoLlavaPreTr
     def get_video_features(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
         return self.model.get_video_features(pixel_values_videos)
 
-    def generate(self, *args, **kwargs):
+    def generate(self, *args, **kwargs) -> torch.LongTensor | ModelOutput:
         """`GenerationMixin.generate`, with an `AppendCache` as the KV cache when the call names none (no
         `past_key_values`, no `cache_implementation`, cache on): the same tokens as the default `DynamicCache`,
         without copying the whole cache every step (see `kv_cache.py` for what that copy cost)."""
