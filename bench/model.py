@@ -1,11 +1,17 @@
 """Model benchmark: ours vs transformers' built-in VideoLlava on the same weights (temporal attention off), plus ours
-with temporal attention on. Prefill latency, greedy decode tokens/s at batch 1 and 4, peak memory.
+with temporal attention on, plus that same model generating with transformers' `DynamicCache` instead of our default
+`AppendCache` (`ours_temporal_dynamic_cache`: the cache before/after, see modeling_videollava/kv_cache.py). Prefill
+latency, greedy decode tokens/s at batch 1 and 4 and their ratio (what batching buys), peak memory.
 
-Timings run in one process with the three models interleaved (round r runs the variants in a rotated order), so drift
-on a shared machine lands on all of them; ratios are taken per round and reported as median with min and max.
-Decode tokens/s is generation alone, timed inside `generate` from its first to its last step (a logits processor
-records when each step's logits arrive), so the ~2,100-token video prefill, which grows with the batch like any
-compute-bound pass, does not hide what batching buys.
+Timings run in one process with the variants interleaved (round r runs them in a rotated order, reversed every other
+round), so drift on a shared machine lands on all of them; ratios are taken per round and reported as median with min
+and max.
+Each batch size runs one `generate`, split by a logits processor that records when each step's logits arrive:
+prefill is the span from the call to the first step, decode tokens/s the tokens after it over the span from the first
+to the last step, so the ~2,100-token video prefill, which grows with the batch like any compute-bound pass, does not
+hide what batching buys. On a shared CPU pass `--threads` at most the free cores: torch's threads wait for each other
+at every op, so one thread descheduled by another job stalls all of them (with 2 threads on 2 cores, one taken by
+another job, batch-4 decode ran below batch 1).
 `generate_tok_s` (N tokens over the whole `generate` call, prefill included) is kept for comparison with older runs.
 Peak memory is measured in one child process per variant, so each is its own. Prints one JSON object.
 
@@ -34,7 +40,7 @@ SIZES = {
     "base": dict(tower=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
                  llm=dict(hidden_size=2048, intermediate_size=5504, num_hidden_layers=16, num_attention_heads=16)),
 }
-VARIANTS = ("builtin", "ours", "ours_temporal")
+VARIANTS = ("builtin", "ours", "ours_temporal", "ours_temporal_dynamic_cache")
 
 
 def build(variant: str, size: str, dtype: torch.dtype, device: str):
@@ -52,7 +58,7 @@ def build(variant: str, size: str, dtype: torch.dtype, device: str):
     else:
         config = LanguageBindVideoLlavaConfig(
             image_config=dict(tower, num_frames=1),
-            video_config=dict(tower, num_frames=8, add_time_attn=variant == "ours_temporal"),
+            video_config=dict(tower, num_frames=8, add_time_attn=variant.startswith("ours_temporal")),
             text_config=llm,
         )
         model = LanguageBindVideoLlavaForConditionalGeneration(config)
@@ -76,52 +82,61 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: str) -> float:
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
-
-
 class StepClock:
     """A logits processor that only records when `generate` reaches each step: the first call comes right after
-    the prefill, so the span from the first to the last call is the decoding of the remaining tokens alone."""
+    the prefill, so the span from the first to the last call is the decoding of the remaining tokens alone, and the
+    span from the `generate` call to the first is the prefill (synchronised first on CUDA)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str) -> None:
+        self.device = device
         self.times: list[float] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        sync(self.device)
         self.times.append(time.perf_counter())
         return scores
 
 
-def measure(model, config, args: argparse.Namespace, dtype: torch.dtype) -> dict[str, float]:
-    """One round of every timing for one model."""
+def cache_kwargs(variant: str, config) -> dict:
+    """`generate` kwargs: a fresh `DynamicCache` for the `*_dynamic_cache` variant, else the model's default."""
+    from transformers import DynamicCache
+
+    return {"past_key_values": DynamicCache(config=config.text_config)} if variant.endswith("_dynamic_cache") else {}
+
+
+def measure(
+    variant: str, model, config, args: argparse.Namespace, dtype: torch.dtype, batches: tuple[int, ...] = (1, 4)
+) -> dict[str, float]:
+    """One round of every timing for one model: one `generate` per batch size, split at its first step into the
+    prefill (`prefill_s`) and the decoding (`decode_tok_s`)."""
     from transformers import LogitsProcessorList
 
     result = {}
     with torch.inference_mode():
-        for batch in (1, 4):
+        for batch in batches:
             feed = inputs(config, batch, args.device, dtype)
-            result[f"prefill_s_b{batch}"] = timed(lambda feed=feed: model(**feed, logits_to_keep=1), args.device)
-            clock = StepClock()
-            full = timed(lambda feed=feed, clock=clock: model.generate(
-                **feed, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
-                logits_processor=LogitsProcessorList([clock])), args.device)  # fmt: skip
+            clock = StepClock(args.device)
+            sync(args.device)
+            start = time.perf_counter()
+            model.generate(**feed, **cache_kwargs(variant, config), max_new_tokens=args.new_tokens,
+                           min_new_tokens=args.new_tokens, do_sample=False,
+                           logits_processor=LogitsProcessorList([clock]))
+            sync(args.device)
+            full = time.perf_counter() - start
+            result[f"prefill_s_b{batch}"] = clock.times[0] - start
             result[f"decode_tok_s_b{batch}"] = batch * (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])
             result[f"generate_tok_s_b{batch}"] = batch * args.new_tokens / full
     return result
 
 
 def peak_memory(args: argparse.Namespace) -> dict:
-    """In a child process: peak memory of one variant over a batch-4 prefill and generation."""
+    """In a child process: peak memory of one variant over a batch-4 generation (its prefill included)."""
     dtype = getattr(torch, args.dtype)
     model, config = build(args.variant, args.size, dtype, args.device)
     with torch.inference_mode():
         feed = inputs(config, 4, args.device, dtype)
-        model(**feed, logits_to_keep=1)
-        model.generate(**feed, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
+        model.generate(**feed, **cache_kwargs(args.variant, config), max_new_tokens=args.new_tokens,
+                       min_new_tokens=args.new_tokens, do_sample=False)
     if args.device.startswith("cuda"):
         return {"peak_mem_mib": torch.cuda.max_memory_allocated() / 2**20}
     return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -138,9 +153,12 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own choice)")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.variant:
         print(json.dumps(peak_memory(args)))
         return
@@ -150,25 +168,28 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         memory[variant] = json.loads(out.strip().splitlines()[-1])
     dtype = getattr(torch, args.dtype)
-    models = {v: build(v, args.size, dtype, args.device) for v in VARIANTS}
-    for model, config in models.values():  # warm-up, not counted
-        measure(model, config, argparse.Namespace(**{**vars(args), "new_tokens": 2}), dtype)
+    models = {v: build(v, args.size, dtype, args.device) for v in VARIANTS if not v.endswith("_dynamic_cache")}
+    models["ours_temporal_dynamic_cache"] = models["ours_temporal"]  # the same model, only the cache differs
+    for variant, (model, config) in models.items():  # warm-up, not counted
+        measure(variant, model, config, argparse.Namespace(**{**vars(args), "new_tokens": 3}), dtype, batches=(1,))
     rounds: list[dict[str, dict[str, float]]] = []
     for r in range(args.rounds):
         order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]
-        rounds.append({v: measure(*models[v], args, dtype) for v in order})
+        order = order[::-1] if r % 2 else order  # rotated, and reversed every other round: each pair swaps sides
+        rounds.append({v: measure(v, *models[v], args, dtype) for v in order})
         print(json.dumps({"round": r, **rounds[-1]}), file=sys.stderr, flush=True)
     keys = list(rounds[0]["builtin"])
     results = {v: {k: statistics.median(rnd[v][k] for rnd in rounds) for k in keys} for v in VARIANTS}
     ratios = {f"{v}/builtin": {k: _summary([rnd[v][k] / rnd["builtin"][k] for rnd in rounds]) for k in keys}
-              for v in ("ours", "ours_temporal")}  # fmt: skip
-    ratios["ours_temporal/ours"] = {k: _summary([rnd["ours_temporal"][k] / rnd["ours"][k] for rnd in rounds])
-                                    for k in keys}  # fmt: skip
+              for v in VARIANTS[1:]}  # fmt: skip
+    for num, den in (("ours_temporal", "ours"), ("ours_temporal", "ours_temporal_dynamic_cache")):
+        ratios[f"{num}/{den}"] = {k: _summary([rnd[num][k] / rnd[den][k] for rnd in rounds]) for k in keys}
     batching = {v: _summary([rnd[v]["decode_tok_s_b4"] / rnd[v]["decode_tok_s_b1"] for rnd in rounds])
                 for v in VARIANTS}  # fmt: skip
     for variant in VARIANTS:
         results[variant].update(memory[variant])
     report = {"device": args.device, "dtype": args.dtype, "size": args.size, "rounds": args.rounds,
+              "threads": torch.get_num_threads(),
               "new_tokens": args.new_tokens, "results": results, "ratios": ratios,
               "decode_tok_s_b4_over_b1": batching,
               "note": "tok_s ratio > 1 and prefill/memory ratio < 1 favour the numerator"}  # fmt: skip

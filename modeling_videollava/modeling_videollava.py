@@ -20,6 +20,7 @@ from transformers.modeling_outputs import ModelOutput
 from transformers.utils import logging
 
 from .configuration_videollava import LanguageBindVideoLlavaConfig
+from .kv_cache import AppendCache
 from .modeling_languagebind import LanguageBindVisionModel
 
 
@@ -151,11 +152,13 @@ class LanguageBindVideoLlavaModel(LanguageBindVideoLlavaPreTrainedModel):
         token_id: int,
         modality: str,
     ) -> torch.Tensor:
+        if features is None and inputs_embeds.shape[1] == 1:
+            return inputs_embeds  # a decoding step: media were merged at prefill, skip the mask and its host sync
         mask = self.get_placeholder_mask(input_ids, inputs_embeds, token_id)
         n_tokens = int(mask.sum())
         n_features = 0 if features is None else features.shape[0] * features.shape[1]
-        if features is None and (n_tokens == 0 or inputs_embeds.shape[1] == 1):
-            return inputs_embeds  # no media, or a decoding step (media were merged at prefill)
+        if features is None and n_tokens == 0:
+            return inputs_embeds  # no media
         if n_tokens != n_features:
             per_item = "" if features is None else f" ({features.shape[0]} {modality}s x {features.shape[1]} each)"
             raise ValueError(
@@ -268,6 +271,20 @@ class LanguageBindVideoLlavaForConditionalGeneration(LanguageBindVideoLlavaPreTr
 
     def get_video_features(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
         return self.model.get_video_features(pixel_values_videos)
+
+    def generate(self, *args, **kwargs) -> torch.LongTensor | ModelOutput:
+        """`GenerationMixin.generate`, with an `AppendCache` as the KV cache when the call names none (no
+        `past_key_values`, no `cache_implementation`, cache on): the same tokens as the default `DynamicCache`,
+        without copying the whole cache every step (see `kv_cache.py` for what that copy cost)."""
+        config = kwargs.get("generation_config") or self.generation_config
+        if (
+            kwargs.get("past_key_values") is None
+            and kwargs.get("use_cache", config.use_cache) is not False
+            and kwargs.get("cache_implementation", config.cache_implementation) is None
+            and AppendCache.fits(self.config.text_config)
+        ):
+            kwargs["past_key_values"] = AppendCache()
+        return super().generate(*args, **kwargs)
 
     def forward(
         self,

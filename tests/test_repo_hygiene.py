@@ -21,7 +21,8 @@ BUDGETS = {
     "videollava/*.py": 400,
     "examples/*.py": 350,
 }
-HUB_FILES = ["modeling_videollava/configuration_videollava.py", "modeling_videollava/modeling_languagebind.py",
+HUB_FILES = ["modeling_videollava/configuration_videollava.py", "modeling_videollava/kv_cache.py",
+             "modeling_videollava/modeling_languagebind.py",
              "modeling_videollava/modeling_videollava.py", "processing/processing_videollava.py",
              "processing/image_processing_videollava.py", "processing/video_io.py", "processing/video_decode.py",
              "processing/video_processing_videollava.py", "processing/video_sources.py"]

@@ -39,6 +39,17 @@ def test_logits_match_builtin_videollava_on_mixed_batch(hf_and_ours):
     assert (got[mask] - expected[mask]).abs().max() <= 1e-5
 
 
+def test_greedy_generation_matches_builtin_videollava_on_a_left_padded_batch(hf_and_ours):
+    hf, ours = hf_and_ours
+    batch = mixed_batch(ours.config, padding_side="left")
+    new = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False)
+    with torch.no_grad():
+        expected = hf.generate(**batch, **new)  # transformers' DynamicCache
+        got = ours.generate(**batch, **new, return_dict_in_generate=True)  # our AppendCache
+    assert type(got.past_key_values).__name__ == "AppendCache"
+    assert torch.equal(got.sequences, expected)
+
+
 def test_batched_greedy_generation_equals_rows_alone(hf_and_ours):
     _, model = hf_and_ours
     batch = mixed_batch(model.config)
