@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
+from multiprocessing import get_context
 from pathlib import Path
 
 import default_model_recipe as recipe
@@ -54,6 +56,7 @@ def run_one(data: Path, towers: Path, mae: Path, out: Path, options: recipe.Reci
     result_file = out / "result.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
+    torch.set_num_threads(1)  # as the training stages: one thread per run, `--jobs` runs side by side
     start = time.perf_counter()
     times = recipe.run(data, towers, out, options, mae=mae, quiet=True)
     from videollava.chat import load_model, load_processor
@@ -75,6 +78,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--stage1-steps", type=int, default=150, help="stage-1 max_steps (the default model: 300)")
     parser.add_argument("--stage2-steps", type=int, default=1500, help="stage-2 max_steps (the default model: 3000)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side (each on one CPU thread)")
     parser.add_argument("--num-train", type=int, default=2000)
     parser.add_argument("--num-heldout", type=int, default=200)
     parser.add_argument("--report", type=Path, default=recipe.REPO / "docs" / "ablations.md")
@@ -97,17 +101,25 @@ def main() -> None:
                                   "num_heldout": args.num_heldout,
                                   "towers": json.loads((towers / "report.json").read_text())},
                      "ablations": {}}
+    planned = {}  # run folder -> options; configurations shared by both ablations run once
     for name in chosen:
-        variants = []
-        for variant, options, role in ABLATIONS[name]:
-            runs = []
+        for _, options, _ in ABLATIONS[name]:
             for seed in args.seeds:
                 opts = replace(options, seed=seed, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps)
-                print(f"[{name}] {variant}, seed {seed}", flush=True)
-                runs.append(run_one(data, towers, mae, out / "runs" / run_key(opts), opts))
-                print(json.dumps(runs[-1]["accuracy"]["by_medium"]), flush=True)
-            variants.append({"variant": variant, "role": role, "runs": runs})
-        results["ablations"][name] = variants
+                planned[run_key(opts)] = opts
+    print(f"{len(planned)} runs, {args.jobs} at a time", flush=True)
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        futures = {key: pool.submit(run_one, data, towers, mae, out / "runs" / key, opts)
+                   for key, opts in planned.items()}
+        for key, future in futures.items():
+            print(f"{key}: {json.dumps(future.result()['accuracy']['by_medium'])}", flush=True)
+    for name in chosen:
+        results["ablations"][name] = [
+            {"variant": variant, "role": role,
+             "runs": [futures[run_key(replace(options, seed=seed, stage1_steps=args.stage1_steps,
+                                              stage2_steps=args.stage2_steps))].result() for seed in args.seeds]}
+            for variant, options, role in ABLATIONS[name]
+        ]
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(write_report(results))

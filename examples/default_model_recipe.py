@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -146,8 +147,12 @@ def train_stage(preset: str, model: Path, dataset: Path, media_root: Path, outpu
         command += ["--max_steps", str(max_steps)]
     print("+", " ".join(command[1:]), flush=True)
     start = time.perf_counter()
+    # One thread: at this size a second thread gains little on a quiet machine, and when the other core is busy
+    # (a second run, a test suite) the threads wait on each other and a step gets many times slower.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     with open(f"{output}.log", "w") as log:  # the trainer's log lines, for the card's final loss
-        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env=env)
         for line in process.stdout:
             if not quiet:
                 sys.stdout.write(line)
