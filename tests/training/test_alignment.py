@@ -19,7 +19,7 @@ from tiny_tokenizer import build_tokenizer  # noqa: E402
 
 from modeling_videollava import LanguageBindVisionConfig, LanguageBindVideoLlavaForConditionalGeneration  # noqa: E402
 from modeling_videollava.modeling_languagebind import LanguageBindVisionModel  # noqa: E402
-from training.alignment import AlignConfig, align_towers  # noqa: E402
+from training.alignment import AlignConfig, align_towers, caption_neighbours, distinct_caption_batch  # noqa: E402
 from training.alignment_data import MediaPixels, read_captions  # noqa: E402
 
 
@@ -182,3 +182,25 @@ def test_align_command_bad_input_exits_1_with_one_line(data, tmp_path, caplog):
     (message,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert str(images_only) in message and "no video captions" in message and "\n" not in message
     assert not (tmp_path / "out").exists()
+
+
+def test_hard_negatives_are_one_word_neighbours_and_batches_stay_distinct():
+    captions = ["A red square moves up.", "A red square moves left.", "A blue circle stays still.",
+                "A red square moves up.", "Two shapes: a red square and a blue circle.", "A red circle moves up."]
+    near = caption_neighbours(captions)
+    assert sorted(near["A red square moves up."]) == [1, 5]  # "left" for "up", "circle" for "square"
+    assert sorted(near["A red square moves left."]) == [0, 3]
+    assert near["A blue circle stays still."] == []
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        batch = distinct_caption_batch(captions, 4, generator, near, hard=1.0)
+        assert len({captions[i] for i in batch}) == len(batch) == 4
+    plain = [distinct_caption_batch(captions, 2, torch.Generator().manual_seed(s)) for s in range(30)]
+    hard = [distinct_caption_batch(captions, 2, torch.Generator().manual_seed(s), near, 1.0) for s in range(30)]
+
+    def neighbour_pairs(batches: list[list[int]]) -> int:
+        return sum(any(j in near[captions[i]] for j in b for i in b) for b in batches)
+
+    # a random item with a neighbour is always followed by one; without hard negatives that is left to chance
+    assert neighbour_pairs(hard) == sum(bool(near[captions[b[0]]]) for b in hard)
+    assert neighbour_pairs(plain) < neighbour_pairs(hard)
