@@ -7,7 +7,7 @@ media-ordered samples, so a video's questions stay on one rank except where a ru
 and fsyncs each step before the next, so a resume can split a video's questions anywhere):
 
 * a group of two or more questions: the shared prefix (`evaluation.prefix`) is prefilled once, towers included, into
-  a `DynamicCache`; each batch of that group's suffixes continues from a copy of it repeated across the batch.
+  a KV cache (`kv_cache.new_cache`); each batch of that group's suffixes continues from a copy of it repeated across the batch.
   Suffixes are left-padded *after* the prefix: row i is `prefix | pad x (W - L_i) | suffix_i`, the attention mask
   zero on the pads, and the position ids count only unmasked tokens (`cumsum(mask) - 1`), so every real token
   keeps the position and the keys it has in the per-question prompt and greedy answers are the same tokens.
@@ -85,12 +85,12 @@ class _Group:
     @torch.inference_mode()
     def prefill(self, plan: PrefixPlan) -> Any:
         """The prefix's KV cache `(1, heads, P, head_dim)` per layer: one forward, towers included."""
-        from transformers import DynamicCache
+        from modeling_videollava.kv_cache import new_cache
 
         model = self.model
         device = model.get_input_embeddings().weight.device
         dtype = next(model.parameters()).dtype
-        cache = DynamicCache(config=model.config.get_text_config())
+        cache = new_cache(model.config.get_text_config())  # in-place appends (kv_cache.py), copied per batch
         prefix = plan.prefix[None].to(device)  # (1, P)
         media = {k: v.to(device, dtype) for k, v in plan.media_inputs.items()}
         model(input_ids=prefix, attention_mask=torch.ones_like(prefix), past_key_values=cache, use_cache=True,

@@ -90,3 +90,10 @@ class AppendCache(DynamicCache):
         the only layers `AppendCache` builds."""
         layer_types = getattr(text_config, "layer_types", None) or ["full_attention"]
         return getattr(text_config, "sliding_window", None) is None and set(layer_types) == {"full_attention"}
+
+
+def new_cache(text_config: PreTrainedConfig) -> DynamicCache:
+    """An empty cache for a caller that builds its own (a shared prefix, a chat's conversation): `AppendCache` where
+    it fits, else transformers' `DynamicCache`."""
+    return AppendCache() if AppendCache.fits(text_config) else DynamicCache(config=text_config)
+
