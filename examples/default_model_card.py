@@ -21,6 +21,8 @@ def card(summary: dict, accuracy: dict, captions: dict, retrieval: dict, samples
         f"| {k} | {v['correct']} / {v['total']} | {100 * v['accuracy']:.0f} % |"
         for k, v in accuracy["by_question"].items()
     )
+    weakest = ", ".join(f"{k} ({v['correct']} / {v['total']})" for k, v in accuracy["by_question"].items()
+                        if v["accuracy"] < 0.4)
     sample_rows = "\n".join(
         f"| `sample:{s['file']}` | {qa['question']} | {qa['answer']} | {qa['model_answer']} | {qa['question_type']} |"
         for s in samples for qa in s["questions"]
@@ -78,6 +80,9 @@ exact match. Measured by `examples/shapes_accuracy.py` at the end of training.
 
 Static questions are answerable from one frame (colour, shape, count, "is there ..."); temporal ones need motion or
 order (direction, colour change, what appeared / disappeared, counts at the start / end).
+
+Weakest (below 40 %): {weakest}. Every held-out moving shape moves in a direction never seen for its shape and colour
+in training; the model does not carry a direction over to such a combination, so "Which way ..." is near 0 % here.
 
 Descriptions ("Describe the video." / "Describe the image."), the whole sentence exact-matching the generator's
 caption of each held-out item:
