@@ -356,9 +356,11 @@ class Engine:
     def prefill(self, ids: torch.Tensor, media: Sequence[Medium], cache: Any = None, start: int = 0) -> Any:
         """Run `ids[start:-1]` (media features from the media cache, else the towers) into `cache` (new when None, else
         holding `ids[:start]`) and return it; `generate(input_ids=ids[None], past_key_values=cache)` goes on."""
-        from modeling_videollava.kv_cache import new_cache
+        from transformers import DynamicCache
 
-        cache = new_cache(self.model.config.get_text_config()) if cache is None else cache
+        # transformers' own cache: with kv_cache.AppendCache here every `videollava serve` request failed with a 500
+        # inside the serving stack's generation manager (tests/videollava/test_serve.py); not investigated further
+        cache = DynamicCache(config=self.model.config.get_text_config()) if cache is None else cache
         if start < len(ids) - 1:  # prefill all but the last token; `generate` takes that one
             embeds = self._embed(ids, list(media), start, len(ids) - 1)
             self.model(inputs_embeds=embeds, use_cache=True, past_key_values=cache, logits_to_keep=1,
