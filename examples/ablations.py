@@ -76,8 +76,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/ablations"))
     parser.add_argument("--ablation", choices=[*ABLATIONS, "all"], default="all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--stage1-steps", type=int, default=150, help="stage-1 max_steps (the default model: 300)")
-    parser.add_argument("--stage2-steps", type=int, default=1500, help="stage-2 max_steps (the default model: 3000)")
+    parser.add_argument("--stage1-steps", type=int, default=100, help="stage-1 max_steps (the default model: 300)")
+    parser.add_argument("--stage2-steps", type=int, default=1000, help="stage-2 max_steps (the default model: 3000)")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (each on one CPU thread)")
     parser.add_argument("--num-train", type=int, default=2000)
     parser.add_argument("--num-heldout", type=int, default=200)
@@ -99,7 +99,9 @@ def main() -> None:
     results: dict = {"settings": {"seeds": args.seeds, "stage1_steps": args.stage1_steps,
                                   "stage2_steps": args.stage2_steps, "num_train": args.num_train,
                                   "num_heldout": args.num_heldout,
-                                  "towers": json.loads((towers / "report.json").read_text())},
+                                  "towers": json.loads((towers / "report.json").read_text()),
+                                  **({"mae": json.loads((mae / "mae_report.json").read_text())}
+                                     if (mae / "mae_report.json").exists() else {})},
                      "ablations": {}}
     planned = {}  # run folder -> options; configurations shared by both ablations run once
     for name in chosen:

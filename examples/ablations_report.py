@@ -93,7 +93,7 @@ def write_report(results: dict) -> str:
                           for medium in ("image", "video") for key, value in towers[medium]["aligned"].items())
     parts = [
         "# The paper's ablations in miniature\n",
-        "Written by `examples/ablations.py` from its own results (`results.json`); do not edit by hand.\n",
+        "Written by `examples/ablations.py` from its own results (`OUT/results.json`, copied to `docs/ablations.json`; `python examples/ablations_report.py docs/ablations.json docs/ablations.md` rewrites this page); do not edit by hand.\n",
         (f"Setting: the default model's recipe (`examples/default_model_recipe.py`) on the synthetic shapes, "
         f"{s['num_train']} training and {s['num_heldout']} held-out items (data seed 0), stage 1 {s['stage1_steps']} "
         f"and stage 2 {s['stage2_steps']} steps, towers frozen, seeds {', '.join(map(str, s['seeds']))} (a seed "
@@ -102,14 +102,19 @@ def write_report(results: dict) -> str:
         f"{retrieval}.\n"),
     ]
     parts += [table(name, variants) for name, variants in results["ablations"].items()]
+    mae, image_steps = s.get("mae"), towers.get("config", {}).get("image_steps")
+    mae_line = (f"The MAE tower is pretrained on the same {mae['images']} training images ({mae['steps']} steps, "
+                f"batch {mae['config']['batch_size']}, masked-patch loss {mae['loss_first']:.3f} -> "
+                f"{mae['loss_last']:.3f}) as the aligned image tower (caption-contrastive, {image_steps} steps); the "
+                "paper's MAE tower was pretrained on ImageNet." if mae else
+                "The paper's MAE tower was pretrained on ImageNet; ours only on the synthetic images.")
     parts.append(
         "## Where the miniature differs from the paper\n\n"
         "- Scale: a 2-layer, 128-wide Llama and 3-layer, 64-wide towers on a closed toy world, not Vicuna-7B and "
         "ViT-L/14 on real benchmarks; answers are one word and scored by exact match, not by a GPT judge.\n"
         "- The stages are shortened for the ablations (see the step counts above); the shipped default model trains "
         "longer.\n"
-        "- The MAE tower is pretrained on the same synthetic images as the aligned tower, for a comparable budget; "
-        "the paper's MAE tower was pretrained on ImageNet.\n"
+        f"- {mae_line}\n"
         "- Any row above that says \"not reproduced\" or \"within the seeds' spread\" is a real outcome of this "
         "miniature, reported as measured.\n"
     )
