@@ -356,10 +356,8 @@ class Engine:
     def prefill(self, ids: torch.Tensor, media: Sequence[Medium], cache: Any = None, start: int = 0) -> Any:
         """Run `ids[start:-1]` (media features from the media cache, else the towers) into `cache` (new when None, else
         holding `ids[:start]`) and return it; `generate(input_ids=ids[None], past_key_values=cache)` goes on."""
-        from transformers import DynamicCache
+        from transformers import DynamicCache  # not kv_cache.AppendCache: with it `videollava serve` answered 500s
 
-        # transformers' own cache: with kv_cache.AppendCache here every `videollava serve` request failed with a 500
-        # inside the serving stack's generation manager (tests/videollava/test_serve.py); not investigated further
         cache = DynamicCache(config=self.model.config.get_text_config()) if cache is None else cache
         if start < len(ids) - 1:  # prefill all but the last token; `generate` takes that one
             embeds = self._embed(ids, list(media), start, len(ids) - 1)
