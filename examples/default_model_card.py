@@ -6,7 +6,8 @@ from default_model_recipe import TEXT, TOWER
 
 
 def _pct(entry: dict) -> str:
-    return f"{entry['correct']} / {entry['total']} | {100 * entry['accuracy']:.1f} %"
+    share = entry["correct"] / entry["total"] if entry["total"] else 0.0  # not the 4-digit `accuracy`: one rounding
+    return f"{entry['correct']} / {entry['total']} | {100 * share:.1f} %"
 
 
 def card(summary: dict, accuracy: dict, captions: dict, retrieval: dict, samples: list[dict], params: int,
