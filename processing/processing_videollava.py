@@ -158,9 +158,7 @@ class LanguageBindVideoLlavaProcessor(ProcessorMixin):
             )
         tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"
         if image_processor is None:
-            size = config.image_config.image_size
-            image_processor = LanguageBindImageProcessor(size={"shortest_edge": size},
-                                                       crop_size={"height": size, "width": size})
+            image_processor = LanguageBindImageProcessor.for_image_size(config.image_config.image_size)
         return cls(
             image_processor=image_processor,
             tokenizer=tokenizer,

@@ -121,10 +121,7 @@ class MediaPixels:
     def __init__(self, image_size: int, num_frames: int) -> None:
         from processing import LanguageBindImageProcessor
 
-        # The settings `LanguageBindVideoLlavaProcessor.from_config` gives its image processor.
-        self.image_processor = LanguageBindImageProcessor(
-            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-        )
+        self.image_processor = LanguageBindImageProcessor.for_image_size(image_size)
         self.num_frames = num_frames
 
     def images(self, paths: list[str]) -> torch.Tensor:

@@ -80,8 +80,7 @@ class MaeConfig:
 def image_processor_for(config: LanguageBindVisionConfig) -> LanguageBindImageProcessor:
     """The image processor the VLM uses for a tower of `config.image_size` (built as
     `LanguageBindVideoLlavaProcessor.from_config` builds it)."""
-    size = config.image_size
-    return LanguageBindImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return LanguageBindImageProcessor.for_image_size(config.image_size)
 
 
 def load_pixels(image_paths: list[Path], config: LanguageBindVisionConfig, chunk: int = 256) -> torch.Tensor:

@@ -64,6 +64,12 @@ class LanguageBindImageProcessor(CLIPImageProcessorPil):
     model_input_names = ["pixel_values"]
     pad_to_square = False
 
+    @classmethod
+    def for_image_size(cls, size: int) -> "LanguageBindImageProcessor":
+        """The processor of a tower trained at `size` px: shortest edge resized to `size`, centre crop `size` x `size`
+        (what `LanguageBindVideoLlavaProcessor.from_config` gives the model, and what tower training must feed)."""
+        return cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
     def fetch_images(self, image_url_or_urls):
         """Paths and `data:` / `http(s)://` URLs -> PIL images (size cap, timeout, short error messages)."""
         if isinstance(image_url_or_urls, (list, tuple)):
