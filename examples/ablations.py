@@ -103,11 +103,14 @@ def main() -> None:
                                   **({"mae": json.loads((mae / "mae_report.json").read_text())}
                                      if (mae / "mae_report.json").exists() else {})},
                      "ablations": {}}
+    def run_options(options: recipe.RecipeOptions, seed: int) -> recipe.RecipeOptions:
+        return replace(options, seed=seed, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps)
+
     planned = {}  # run folder -> options; configurations shared by both ablations run once
     for name in chosen:
         for _, options, _ in ABLATIONS[name]:
             for seed in args.seeds:
-                opts = replace(options, seed=seed, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps)
+                opts = run_options(options, seed)
                 planned[run_key(opts)] = opts
     print(f"{len(planned)} runs, {args.jobs} at a time", flush=True)
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
@@ -118,8 +121,7 @@ def main() -> None:
     for name in chosen:
         results["ablations"][name] = [
             {"variant": variant, "role": role,
-             "runs": [futures[run_key(replace(options, seed=seed, stage1_steps=args.stage1_steps,
-                                              stage2_steps=args.stage2_steps))].result() for seed in args.seeds]}
+             "runs": [futures[run_key(run_options(options, seed))].result() for seed in args.seeds]}
             for variant, options, role in ABLATIONS[name]
         ]
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -29,6 +29,12 @@ def questions(item: dict) -> list[tuple[str, str, str]]:
     return [(q, a["value"], ty) for q, a, ty in zip(asked, turns[1::2], types)]
 
 
+def _summary(counts: list[int]) -> dict:
+    """[correct, total] -> {"correct", "total", "accuracy"} (4 digits)."""
+    correct, total = counts
+    return {"correct": correct, "total": total, "accuracy": round(correct / total, 4) if total else 0.0}
+
+
 def _answer(model, processor, kind: str, source: str, question: str, max_new_tokens: int) -> str:
     """The model's greedy answer to `question` about one image or video, lower-cased and stripped."""
     content = [{"type": kind, kind: source}, {"type": "text", "text": question}]
@@ -53,8 +59,7 @@ def describe(model, processor, data: Path, limit: int | None = None, max_new_tok
         for key in (kind, "all"):
             counts[key][0] += ok
             counts[key][1] += 1
-    return {key: {"correct": c[0], "total": c[1], "accuracy": round(c[0] / c[1], 4) if c[1] else 0.0}
-            for key, c in sorted(counts.items())}
+    return {key: _summary(c) for key, c in sorted(counts.items())}
 
 
 @torch.inference_mode()
@@ -80,12 +85,9 @@ def evaluate(model, processor, data: Path, limit: int | None = None, max_new_tok
             per_question[f"{qtype}: {pattern}"][0] += ok
             per_question[f"{qtype}: {pattern}"][1] += 1
 
-    def summary(c: list[int]) -> dict:
-        return {"correct": c[0], "total": c[1], "accuracy": round(c[0] / c[1], 4) if c[1] else 0.0}
-
-    result = {key: summary(c) for key, c in sorted(counts.items())}
-    result["by_medium"] = {key: summary(c) for key, c in sorted(per_medium.items())}
-    result["by_question"] = {key: summary(c) for key, c in sorted(per_question.items())}
+    result = {key: _summary(c) for key, c in sorted(counts.items())}
+    result["by_medium"] = {key: _summary(c) for key, c in sorted(per_medium.items())}
+    result["by_question"] = {key: _summary(c) for key, c in sorted(per_question.items())}
     return result
 
 
