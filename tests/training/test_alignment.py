@@ -5,6 +5,7 @@ model's towers, the pixels are the processor's, and bad input fails in one line.
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -68,12 +69,22 @@ def test_both_stages_lower_the_loss_and_retrieve_above_chance(aligned):
     assert set(report["seconds"]) == {"data", "image", "video", "total"}
 
 
-def test_video_stage_trains_the_video_tower_against_the_frozen_text_side(aligned):
+@pytest.fixture(scope="module")
+def aligned_frozen(data, tmp_path_factory) -> Path:
+    """The same run with LanguageBind's frozen text side in stage B."""
+    out = tmp_path_factory.mktemp("towers_frozen")
+    config = AlignConfig(**{**asdict(CONFIG), "video_stage_text": "frozen"})
+    align_towers(data / "stage1.json", data / "stage1.json", data, build_tokenizer(), TOWER, out, config)
+    return out
+
+
+def text_side(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k.startswith(("text_model.", "text_projection"))}
+
+
+def test_video_stage_trains_the_video_tower_from_the_image_tower(aligned):
     out, _ = aligned
     image, video = load_file(out / "image" / "model.safetensors"), load_file(out / "video" / "model.safetensors")
-    for key in image:
-        if key.startswith(("text_model.", "text_projection")):
-            torch.testing.assert_close(video[key], image[key], rtol=0, atol=0)  # frozen in stage B
     temporal_out = [v for k, v in video.items() if "temporal_attn.out_proj.weight" in k]
     assert temporal_out and all(v.abs().sum() > 0 for v in temporal_out)  # zero-initialised, then trained
     assert not torch.equal(video["vision_model.encoder.layers.0.mlp.fc1.weight"],
@@ -81,6 +92,34 @@ def test_video_stage_trains_the_video_tower_against_the_frozen_text_side(aligned
     config = json.loads((out / "video" / "config.json").read_text())
     assert config["vision_config"]["add_time_attn"] and config["vision_config"]["num_frames"] == FRAMES
     assert config["projection_dim"] == CONFIG.projection_dim and config["text_config"]["hidden_size"] == 32
+
+
+def test_frozen_text_side_is_stage_a_s_in_both_checkpoints(aligned_frozen):
+    image, video = (load_file(aligned_frozen / k / "model.safetensors") for k in ("image", "video"))
+    assert text_side(image)
+    for key, value in text_side(image).items():
+        torch.testing.assert_close(video[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_joint_text_side_learns_in_stage_b_and_both_towers_share_it(aligned, aligned_frozen):
+    """joint: the image tower keeps its stage-A weights (the frozen run's, same seed), the text side moves on from
+    stage A's and is the same in both checkpoints, so both towers stay bound to one text encoder."""
+    out, report = aligned
+    image, video = (load_file(out / k / "model.safetensors") for k in ("image", "video"))
+    stage_a = load_file(aligned_frozen / "image" / "model.safetensors")
+    for key, value in stage_a.items():
+        if key.startswith("vision_model.") or key in ("visual_projection.weight", "logit_scale"):
+            torch.testing.assert_close(image[key], value, rtol=0, atol=0, msg=key)
+    for key, value in text_side(image).items():
+        torch.testing.assert_close(video[key], value, rtol=0, atol=0, msg=key)
+    assert any(not torch.equal(value, stage_a[key]) for key, value in text_side(image).items())
+    chance = report["image"]["chance"]["text_to_image_r1"]
+    assert report["image"]["after_video_stage"]["text_to_image_r1"] >= 2 * chance, report["image"]
+
+
+def test_video_stage_text_must_be_frozen_or_joint():
+    with pytest.raises(ValueError, match="video_stage_text must be 'frozen' or 'joint', got 'thawed'"):
+        AlignConfig(video_stage_text="thawed")
 
 
 def tiny_llm(folder: Path) -> None:
