@@ -3,7 +3,8 @@
     data     `synthetic_shapes.generate`: images / 8-frame clips with captions (stage 1) and QA (stage 2, held-out)
     towers   LanguageBind-style pre-alignment (`training.alignment.align_towers`): an image tower trained CLIP-style
              against a tiny text encoder on image captions, then a video tower initialised from it with temporal
-             attention added, trained on video captions against the frozen text encoder; saved as LanguageBind
+             attention added, trained on video captions while the text encoder keeps learning, held to the images
+             by their captions against the frozen image tower (`AlignConfig.video_stage_text`); saved as LanguageBind
              checkpoint folders. For the "separated" ablation the image tower is instead pretrained by masked-patch
              reconstruction (`training.mae.pretrain_mae`), same size.
     init     a random tiny Llama + the word-level tokenizer (without media tokens, like Vicuna), joined with the two

@@ -359,9 +359,9 @@ def align_towers(train_json: Path, heldout_json: Path, media_root: Path, tokeniz
     seconds["video"] = time.perf_counter() - t
     report["video"]["aligned"] = retrieval(video, frames["heldout"], heldout["video"], tokenizer, config, to_video)
     video.save_languagebind(output / "video", "LanguageBindVideo")
-    if joint:  # the image checkpoint gets the text side both towers are now bound to
-        report["image"]["after_video_stage"] = retrieval(pair, images["heldout"], heldout["image"], tokenizer,
-                                                         config, identity)
+    if joint:  # the image checkpoint gets the text side both towers are now bound to; "aligned" is what is saved
+        report["image"]["after_image_stage"] = report["image"]["aligned"]
+        report["image"]["aligned"] = retrieval(pair, images["heldout"], heldout["image"], tokenizer, config, identity)
         pair.save_languagebind(output / "image", "LanguageBindImage")
 
     seconds["total"] = time.perf_counter() - t0
