@@ -7,7 +7,7 @@ with `--install`, copies weights, config, processor, chat template and card into
 the Hub code files, `videollava.hub_folder`) and the samples into `videollava/samples/`.
 
 Run as:
-    python examples/train_default_model.py --out out/default_model --install    # about 20 min on 2 CPU cores
+    python examples/train_default_model.py --out out/default_model --install    # about 28 min on 2 CPU cores
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ LOGIT_SCALE_MAX = math.log(100.0)  # CLIP's clamp
 @dataclass
 class AlignConfig:
     """Alignment hyper-parameters. Defaults: the tiny default model's towers on the 2000-item shapes data, about
-    6 min with one torch thread on a shared 2-core machine (`videollava align` sets `--threads 1`: at this size two
+    8.5 min with one torch thread on a shared 2-core machine (`videollava align` sets `--threads 1`: at this size two
     threads on busy cores were many times slower; callers of `align_towers` should `torch.set_num_threads(1)`)."""
 
     text_hidden_size: int = 64
