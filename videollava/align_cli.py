@@ -66,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     tower = {name: getattr(args, f"tower_{name}") for name in TOWER_DEFAULTS}
-    config = AlignConfig(**{f.name: getattr(args, f.name) for f in fields(AlignConfig)})
+    try:
+        config = AlignConfig(**{f.name: getattr(args, f.name) for f in fields(AlignConfig)})
+    except ValueError as err:
+        logger.error("videollava align: %s", err)
+        return 1
     try:
         report = align_towers(args.train, args.heldout, args.media_root or args.train.parent, tokenizer, tower,
                               args.output, config)

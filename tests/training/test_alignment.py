@@ -222,6 +222,12 @@ def test_align_command_bad_input_exits_1_with_one_line(data, tmp_path, caplog):
     (message,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert str(images_only) in message and "no video captions" in message and "\n" not in message
     assert not (tmp_path / "out").exists()
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main([*cli_args(data, tmp_path / "tok", tmp_path / "out"), "--video-stage-text", "thawed"]) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "videollava align: AlignConfig.video_stage_text must be 'frozen' or 'joint', got 'thawed'"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_hard_negatives_are_one_word_neighbours_and_batches_stay_distinct():
