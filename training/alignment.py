@@ -203,6 +203,12 @@ def caption_neighbours(captions: list[str]) -> dict[str, list[int]]:
     return out
 
 
+@torch.no_grad()
+def embed_in_chunks(embed: Callable[..., torch.Tensor], *inputs: torch.Tensor, size: int = 256) -> torch.Tensor:
+    """`embed` over `size`-row slices of `inputs` (aligned on dim 0), concatenated: (N, ...) -> (N, P)."""
+    return torch.cat([embed(*(x[i : i + size] for x in inputs)) for i in range(0, len(inputs[0]), size)])
+
+
 def train_stage(name: str, loss_fn: Callable[[list[int]], torch.Tensor], params: list[nn.Parameter],
                 logit_scale: nn.Parameter, captions: list[str], steps: int, config: AlignConfig) -> list[float]:
     """AdamW with linear warm-up and cosine decay over `steps` distinct-caption batches; returns the losses."""
@@ -237,8 +243,7 @@ def retrieval(pair: TowerTextPair, media: torch.Tensor, data: CaptionSet, tokeni
     unique = data.unique_captions
     ids, mask = encode_captions(tokenizer, unique, config.text_max_positions)
     text = pair.embed_text(ids, mask)
-    step = config.eval_batch_size
-    vision = torch.cat([pair.embed_media(transform(media[i : i + step])) for i in range(0, len(media), step)])
+    vision = embed_in_chunks(lambda m: pair.embed_media(transform(m)), media, size=config.eval_batch_size)
     pair.train()
     kind = data.kind
     return {f"text_to_{kind}_r1": caption_recall_at_1(text, vision, unique, data.captions),
@@ -311,7 +316,6 @@ def align_towers(train_json: Path, heldout_json: Path, media_root: Path, tokeniz
                            config.image_steps, config)
     seconds["image"] = time.perf_counter() - t
     report["image"]["aligned"] = retrieval(pair, images["heldout"], heldout["image"], tokenizer, config, identity)
-    pair.save_languagebind(output / "image", "LanguageBindImage")
 
     # Stage B: a video tower from the image tower, against the text side of stage A (frozen, or "joint").
     t = time.perf_counter()
@@ -336,15 +340,11 @@ def align_towers(train_json: Path, heldout_json: Path, media_root: Path, tokeniz
         for part in (pair.vision_model, pair.visual_projection):
             part.requires_grad_(False)
         pair.logit_scale.requires_grad_(False)
-        with torch.no_grad():
-            image_emb = torch.cat([pair.embed_media(images["train"][i : i + 256])
-                                   for i in range(0, len(images["train"]), 256)])  # (N_img, P)
+        image_emb = embed_in_chunks(pair.embed_media, images["train"])  # (N_img, P)
         image_generator = torch.Generator().manual_seed(config.seed + 1)
     else:
-        with torch.no_grad():
-            video.text_model.eval()
-            text = torch.cat([video.embed_text(video_ids[i : i + 256], video_mask[i : i + 256])
-                              for i in range(0, len(video_ids), 256)])  # (N_vid, P)
+        video.text_model.eval()
+        text = embed_in_chunks(video.embed_text, video_ids, video_mask)  # (N_vid, P)
 
     def b_loss(b: list[int]) -> torch.Tensor:
         media = video.embed_media(to_video(frames["train"][b]))
@@ -363,7 +363,7 @@ def align_towers(train_json: Path, heldout_json: Path, media_root: Path, tokeniz
     if joint:  # the image checkpoint gets the text side both towers are now bound to; "aligned" is what is saved
         report["image"]["after_image_stage"] = report["image"]["aligned"]
         report["image"]["aligned"] = retrieval(pair, images["heldout"], heldout["image"], tokenizer, config, identity)
-        pair.save_languagebind(output / "image", "LanguageBindImage")
+    pair.save_languagebind(output / "image", "LanguageBindImage")  # frozen: unchanged since stage A
 
     seconds["total"] = time.perf_counter() - t0
     report |= {
